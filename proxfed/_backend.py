@@ -1,0 +1,270 @@
+"""Array-library primitives that the Array API standard lacks.
+
+Every function takes arrays of any supported library (NumPy, CuPy, torch,
+array-api-strict) and returns arrays of the same library on the same device.
+Randomness is drawn on the host with NumPy and moved to the device, so coin
+flips and random initialisations are bit-identical across backends.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+__all__ = [
+    "namespace",
+    "device_of",
+    "to_numpy",
+    "from_numpy",
+    "index_dtype",
+    "float_dtype",
+    "topk_mask",
+    "topk",
+    "soft_threshold",
+    "segment_sum",
+    "logsumexp",
+    "nnz",
+    "rng",
+    "coin_flips",
+    "COIN_STREAM",
+    "INIT_STREAM",
+]
+
+#: Stream identifiers used as the last element of an RNG key, so that coin
+#: flips and initialisations of the same (seed, run) never share random bits.
+COIN_STREAM = 0
+INIT_STREAM = 1
+
+
+def namespace(*arrays: Any):
+    """Return the Array API namespace of ``arrays`` (NumPy for Python scalars)."""
+    arrays = [a for a in arrays if a is not None and not isinstance(a, (numbers.Number, bool))]
+    if not arrays:
+        return array_api_compat.array_namespace(np.empty(0))
+    return array_api_compat.array_namespace(*arrays)
+
+
+def device_of(x: Any):
+    """Device of array ``x`` (``"cpu"`` for NumPy)."""
+    return array_api_compat.device(x)
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Copy an array of any supported library to a host NumPy array."""
+    if isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, (numbers.Number, bool, np.generic)):
+        return np.asarray(x)
+    if array_api_compat.is_cupy_array(x):
+        return x.get()
+    if array_api_compat.is_torch_array(x):
+        return x.detach().cpu().numpy()
+    if hasattr(x, "to_device") and array_api_compat.is_array_api_strict_namespace(
+        array_api_compat.array_namespace(x)
+    ):
+        import array_api_strict
+
+        x = x.to_device(array_api_strict.Device("CPU_DEVICE"))
+        return np.from_dlpack(x)
+    return np.asarray(x)
+
+
+def from_numpy(a: np.ndarray, like: Any, dtype: Any = None):
+    """Move host array ``a`` to the namespace and device of ``like``.
+
+    ``dtype`` defaults to ``like``'s dtype for floating ``a`` and to the
+    namespace's indexing dtype for integer ``a``; booleans stay booleans.
+    """
+    xp = namespace(like)
+    dev = device_of(like)
+    a = np.asarray(a)
+    if dtype is None:
+        if a.dtype.kind == "f":
+            dtype = like.dtype
+        elif a.dtype.kind in "iu":
+            dtype = index_dtype(xp, dev)
+        elif a.dtype.kind == "b":
+            dtype = xp.bool
+    return xp.asarray(a, dtype=dtype, device=dev)
+
+
+def index_dtype(xp, device=None):
+    """Default indexing dtype of namespace ``xp`` on ``device``."""
+    try:
+        return xp.__array_namespace_info__().default_dtypes(device=device)["indexing"]
+    except (AttributeError, TypeError, KeyError):  # pragma: no cover - old wrappers
+        return xp.int64
+
+
+def float_dtype(xp, device=None):
+    """Default real floating dtype of namespace ``xp`` on ``device``."""
+    try:
+        return xp.__array_namespace_info__().default_dtypes(device=device)["real floating"]
+    except (AttributeError, TypeError, KeyError):  # pragma: no cover - old wrappers
+        return xp.float64
+
+
+def _kth_largest_abs(a, k: int, xp):
+    """The k-th largest entry of ``a`` (already non-negative) along the last axis.
+
+    Returns an array of shape ``a.shape[:-1] + (1,)``. Uses a partial
+    selection where the library has one (NumPy/CuPy ``partition``, torch
+    ``kthvalue``) and a full sort otherwise.
+    """
+    d = a.shape[-1]
+    if array_api_compat.is_numpy_array(a):
+        return np.partition(a, d - k, axis=-1)[..., d - k : d - k + 1]
+    if array_api_compat.is_cupy_array(a):  # pragma: no cover - needs a GPU
+        import cupy
+
+        return cupy.partition(a, d - k, axis=-1)[..., d - k : d - k + 1]
+    if array_api_compat.is_torch_array(a):
+        return a.kthvalue(d - k + 1, dim=-1, keepdim=True).values
+    s = xp.sort(a, axis=-1, descending=True)
+    return s[..., k - 1 : k]
+
+
+def topk_mask(x, k):
+    """Boolean mask of the ``k`` entries of largest magnitude along the last axis.
+
+    Exactly ``k`` entries are selected in every row (``1 <= k <= d``); among
+    entries of equal magnitude at the threshold the lowest indices win, so
+    the result is deterministic.
+
+    Parameters
+    ----------
+    x : array, shape (..., d)
+    k : int or integer array broadcastable to ``x.shape[:-1]``
+        Number of entries kept per row.
+
+    Returns
+    -------
+    mask : bool array, shape (..., d)
+    """
+    xp = namespace(x)
+    d = x.shape[-1]
+    a = xp.abs(x)
+    if isinstance(k, numbers.Integral):
+        k = int(k)
+        if not 1 <= k <= d:
+            raise ValueError(f"k must be in [1, {d}], got {k}")
+        if k == d:
+            return xp.ones(x.shape, dtype=xp.bool, device=device_of(x))
+        thr = _kth_largest_abs(a, k, xp)
+        kk = k
+    else:
+        k_np = to_numpy(k).astype(np.int64)
+        if np.any(k_np < 1) or np.any(k_np > d):
+            raise ValueError(f"every k must be in [1, {d}], got {k_np}")
+        kk = from_numpy(k_np, like=x, dtype=index_dtype(xp, device_of(x)))
+        kk = xp.broadcast_to(kk[..., None] if kk.ndim else kk, x.shape[:-1] + (1,))
+        s = xp.sort(a, axis=-1, descending=True)
+        thr = xp.take_along_axis(s, kk - 1, axis=-1)
+    greater = a > thr
+    equal = a == thr
+    n_greater = xp.sum(xp.astype(greater, index_dtype(xp, device_of(x))), axis=-1, keepdims=True)
+    rank = xp.cumulative_sum(xp.astype(equal, index_dtype(xp, device_of(x))), axis=-1)
+    return greater | (equal & (rank <= kk - n_greater))
+
+
+def topk(x, k):
+    """Keep the ``k`` entries of largest magnitude along the last axis, zero the rest.
+
+    This is the Euclidean projection onto ``{v : ||v||_0 <= k}`` with the
+    deterministic tie-break of :func:`topk_mask`.
+    """
+    xp = namespace(x)
+    return xp.where(topk_mask(x, k), x, xp.zeros_like(x))
+
+
+def soft_threshold(x, tau):
+    """``sign(x) * max(|x| - tau, 0)``, the prox of ``tau * ||.||_1``.
+
+    ``tau`` is a scalar or an array broadcastable to ``x``.
+    """
+    xp = namespace(x)
+    return xp.sign(x) * xp.clip(xp.abs(x) - tau, min=0.0)
+
+
+def segment_sum(values, offsets, axis: int = 0):
+    """Sum ``values`` over the contiguous segments ``offsets[i]:offsets[i+1]`` of ``axis``.
+
+    Parameters
+    ----------
+    values : array
+    offsets : sequence of int, length N + 1, non-decreasing, ``offsets[0] = 0``
+        and ``offsets[-1] = values.shape[axis]``.
+    axis : int
+
+    Returns
+    -------
+    array with ``values.shape[axis]`` replaced by N.
+    """
+    xp = namespace(values)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    if offsets.ndim != 1 or offsets[0] != 0 or offsets[-1] != values.shape[axis] or np.any(
+        np.diff(offsets) < 0
+    ):
+        raise ValueError("offsets must be non-decreasing from 0 to values.shape[axis]")
+    axis = axis % values.ndim
+    if array_api_compat.is_numpy_array(values) and np.all(np.diff(offsets) > 0):
+        return np.add.reduceat(values, offsets[:-1], axis=axis)
+    parts = []
+    for lo, hi in zip(offsets[:-1], offsets[1:]):
+        sl = (slice(None),) * axis + (slice(int(lo), int(hi)),)
+        parts.append(xp.sum(values[sl], axis=axis, keepdims=True))
+    return xp.concat(parts, axis=axis)
+
+
+def logsumexp(x, axis: int = -1, keepdims: bool = False):
+    """``log(sum(exp(x), axis))`` computed stably by subtracting the maximum."""
+    xp = namespace(x)
+    m = xp.max(x, axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else xp.squeeze(out, axis=axis)
+
+
+def nnz(x, axis: int = -1):
+    """Number of non-zero entries along ``axis`` (as an array of the index dtype)."""
+    xp = namespace(x)
+    return xp.sum(xp.astype(x != 0, index_dtype(xp, device_of(x))), axis=axis)
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def rng(seed: int, *key: int) -> np.random.Generator:
+    """A host NumPy generator for the stream keyed by ``(seed, *key)``.
+
+    Keys are e.g. ``(run, stream)`` or ``(run, round, client, stream)``;
+    distinct keys give independent streams and the same key always gives
+    the same stream, whatever else was drawn before.
+    """
+    seed = _check_seed(seed)
+    key = tuple(int(k) for k in key)
+    if any(k < 0 for k in key):
+        raise ValueError(f"RNG key entries must be non-negative, got {key}")
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
+
+
+def coin_flips(seed: int, p, iterations: int, run: int = 0, start: int = 0) -> np.ndarray:
+    """Bernoulli(``p``) communication coins ``theta_start, ..., theta_{start+iterations-1}``.
+
+    Coin ``t`` of run ``run`` is ``u_t < p`` with ``u`` the uniform stream
+    keyed by ``(seed, run, COIN_STREAM)``; it does not depend on ``start``,
+    so a resumed run sees the same coins. Runs with the same seed and run
+    index but different ``p`` share ``u`` (common random numbers).
+    """
+    if not 0 < p <= 1:
+        raise ValueError(f"p must be in (0, 1], got {p}")
+    if iterations < 0 or start < 0:
+        raise ValueError("iterations and start must be non-negative")
+    u = rng(seed, run, COIN_STREAM).random(start + iterations)[start:]
+    return u < p

@@ -1,0 +1,49 @@
+"""Federated update rules as pure ``init``/``step`` pairs over an explicit state.
+
+The paper's Algorithm 1 is one engine (:class:`Algorithm1`) with prox
+placements; the named variants are factories over it. FedAvg, FedHT,
+FedIHT and SCAFFOLD are small rules of their own on the same state and
+accounting.
+
+Examples
+--------
+>>> from proxfed.algorithms import sparse_proxskip
+>>> alg = sparse_proxskip(gamma=0.1, p=0.2, k=5)
+>>> alg.name, alg.uplink
+('sparse_proxskip', TopK(k=5, d=None))
+"""
+
+from .base import Algorithm, State
+from .baselines import FedAvg, FedHT, Scaffold, fedavg, fedht, fediht, scaffold
+from .meta import (
+    Algorithm1,
+    accelerated_server_pruning,
+    asp_modified,
+    final_topk,
+    proxskip,
+    randprox_l1,
+    sparse_proxskip,
+    sparse_proxskip_local,
+    sps_modified,
+)
+
+__all__ = [
+    "Algorithm",
+    "State",
+    "Algorithm1",
+    "proxskip",
+    "final_topk",
+    "sparse_proxskip",
+    "sparse_proxskip_local",
+    "accelerated_server_pruning",
+    "asp_modified",
+    "sps_modified",
+    "randprox_l1",
+    "FedAvg",
+    "FedHT",
+    "Scaffold",
+    "fedavg",
+    "fedht",
+    "fediht",
+    "scaffold",
+]

@@ -1,0 +1,292 @@
+"""State, hyperparameter validation and accounting shared by all update rules."""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import _backend as B
+from ..comm import CommModel
+from ..prox import Consensus, TopK, per_run
+
+__all__ = ["State", "Algorithm"]
+
+
+@dataclass(frozen=True)
+class State:
+    """Explicit state of a federated update rule.
+
+    Attributes
+    ----------
+    w : array, shape (..., N, d)
+        Client iterates (leading run axis for batched runs).
+    h : array, shape (..., N, d)
+        Control variates (zeros for rules without them).
+    t : int
+        Iterations (local steps) done.
+    communications : ndarray of int, shape (...)
+        Communication rounds done, per run.
+    bits_up, bits_down : ndarray of int, shape (..., N)
+        Cumulative uplink / downlink bits per client.
+    values_up : ndarray of int, shape (..., N)
+        Cumulative number of uploaded non-zero values per client.
+    upload_nnz : ndarray of int, shape (..., N)
+        Non-zeros of each client's most recent upload (0 before the first).
+    uplink : array or None
+        The most recent uploaded messages ``(..., N, d)`` (for inspection).
+    extras : dict
+        Rule-specific arrays (e.g. SCAFFOLD's control variates).
+    """
+
+    w: Any
+    h: Any
+    t: int = 0
+    communications: np.ndarray = field(default_factory=lambda: np.zeros((), np.int64))
+    bits_up: np.ndarray | None = None
+    bits_down: np.ndarray | None = None
+    values_up: np.ndarray | None = None
+    upload_nnz: np.ndarray | None = None
+    uplink: Any = None
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def batch_shape(self) -> tuple:
+        """Leading run axes of ``w`` (``()`` for a single run)."""
+        return tuple(self.w.shape[:-2])
+
+    def replace(self, **changes) -> "State":
+        """A copy with some fields replaced."""
+        return dataclasses.replace(self, **changes)
+
+
+def check_positive(value, name: str):
+    """A finite positive scalar or 1-d array."""
+    a = np.asarray(value, dtype=np.float64) if not isinstance(value, bool) else None
+    if a is None or a.ndim > 1 or a.size == 0 or not np.all(np.isfinite(a)) or np.any(a <= 0):
+        raise ValueError(f"{name} must be finite and > 0 (a number or an (R,) array), got {value!r}")
+    return float(a) if a.ndim == 0 else a
+
+
+def check_probability(value, name: str = "p"):
+    """A probability in (0, 1], scalar or 1-d array."""
+    a = check_positive(value, name)
+    if np.any(np.asarray(a) > 1):
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+    return a
+
+
+def check_count(value, name: str):
+    """An integer >= 1, scalar or 1-d array."""
+    a = np.asarray(value)
+    if isinstance(value, bool) or a.ndim > 1 or a.size == 0 or a.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer >= 1 (or an (R,) integer array), got {value!r}")
+    if np.any(a < 1):
+        raise ValueError(f"{name} must be >= 1, got {value!r}")
+    return int(a) if a.ndim == 0 else a.astype(np.int64)
+
+
+class Algorithm:
+    """Base of the update rules: ``init``/``step`` over an explicit :class:`State`.
+
+    Subclasses set ``gamma``, ``p`` (communication probability, or
+    ``1/local_steps`` for a fixed schedule), ``schedule``, ``final`` (prox
+    applied to the averaged model at output) and implement :meth:`step`.
+    """
+
+    name = "algorithm"
+    gamma: Any = None
+    p: Any = None
+    schedule: str = "random"
+    final = None
+    comm: CommModel = CommModel()
+    consensus = Consensus()
+
+    # -- hyperparameters -----------------------------------------------------------
+    def _hyper(self) -> dict:
+        return {"gamma": self.gamma, "p": self.p}
+
+    @property
+    def n_runs(self) -> int | None:
+        """R if any hyperparameter is a per-run array, else None."""
+        sizes = {np.asarray(v).shape[0] for v in self._hyper().values() if v is not None and np.ndim(v) == 1}
+        if isinstance(self.final, TopK) and not isinstance(self.final.k, int):
+            sizes.add(self.final.k.shape[0])
+        if len(sizes) > 1:
+            raise ValueError(f"per-run hyperparameters have different lengths: {sorted(sizes)}")
+        return sizes.pop() if sizes else None
+
+    def config(self) -> dict:
+        """Everything needed to rebuild this rule (JSON-serializable)."""
+        out = {"name": self.name, "schedule": self.schedule}
+        for k, v in self._hyper().items():
+            out[k] = v.tolist() if isinstance(v, np.ndarray) else v
+        out["comm"] = {"value_bits": self.comm.value_bits, "index": self.comm.index}
+        return out
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "name")
+        return f"{self.name}({args})"
+
+    # -- state -----------------------------------------------------------------------
+    def init(self, problem, w0=None, h0=None) -> State:
+        """Initial state: every client at ``w0``, control variates ``h0`` (default 0).
+
+        Parameters
+        ----------
+        problem : FederatedProblem
+        w0 : array, shape (d,) or (R, d), optional
+            Starting model (default zeros, as a NumPy array). Its array
+            library and device are those of the whole run.
+        h0 : array, shape (..., N, d), optional
+            Initial control variates; must sum to zero over clients (to
+            rounding), as the zero-sum invariant requires.
+        """
+        d, N = problem.dim, problem.n_clients
+        R = self.n_runs
+        if w0 is None:
+            w0 = np.zeros((R, d) if R else (d,))
+        if not hasattr(w0, "shape"):
+            w0 = np.asarray(w0, dtype=np.float64)
+        xp = B.namespace(w0)
+        if not xp.isdtype(w0.dtype, "real floating"):
+            raise TypeError(f"w0 must have a real floating dtype, got {w0.dtype}")
+        if w0.ndim not in (1, 2) or w0.shape[-1] != d:
+            raise ValueError(f"w0 must have shape ({d},) or (R, {d}), got {tuple(w0.shape)}")
+        if R and w0.ndim == 1:
+            w0 = xp.broadcast_to(w0, (R, d))
+        if R and w0.shape[0] != R:
+            raise ValueError(f"w0 has {w0.shape[0]} runs but the hyperparameters have {R}")
+        if not bool(xp.all(xp.isfinite(w0))):
+            raise ValueError("w0 contains NaN or inf")
+        shape = tuple(w0.shape[:-1]) + (N, d)
+        W = xp.broadcast_to(w0[..., None, :], shape) * 1  # a fresh, writable array
+        if h0 is None:
+            H = xp.zeros(shape, dtype=W.dtype, device=B.device_of(W))
+        else:
+            if tuple(h0.shape) != shape:
+                raise ValueError(f"h0 must have shape {shape}, got {tuple(h0.shape)}")
+            total = float(B.to_numpy(xp.max(xp.abs(xp.sum(h0, axis=-2)))))
+            scale = float(B.to_numpy(xp.max(xp.abs(h0)))) * N
+            if total > 1e-8 * max(scale, 1.0):
+                raise ValueError(f"h0 must sum to zero over clients (max |sum_i h_i| = {total:.3e})")
+            H = h0
+        batch = shape[:-2]
+        zeros = lambda: np.zeros(batch + (N,), np.int64)  # noqa: E731
+        return State(
+            w=W, h=H, t=0, communications=np.zeros(batch, np.int64),
+            bits_up=zeros(), bits_down=zeros(), values_up=zeros(), upload_nnz=zeros(),
+            extras=self._init_extras(problem, W),
+        )
+
+    def _init_extras(self, problem, W) -> dict:
+        return {}
+
+    def step(self, state: State, problem, coin) -> State:  # pragma: no cover - abstract
+        """One iteration of every client; communicate where ``coin`` is true."""
+        raise NotImplementedError
+
+    def output(self, state: State):
+        """The model to evaluate: ``final.prox(mean_i w_i)``, shape (..., d)."""
+        wbar = self.consensus.mean(state.w)[..., 0, :]
+        return wbar if self.final is None else self.final.prox(wbar, 1.0)
+
+    # -- coins -----------------------------------------------------------------------
+    def local_steps(self):
+        """Steps between communications for the fixed schedule (``round(1/p)``)."""
+        return np.maximum(1, np.rint(1.0 / np.asarray(self.p))).astype(np.int64)
+
+    def coins(self, iterations: int, seed=0, runs: int | None = None, start: int = 0) -> np.ndarray:
+        """The communication coins ``theta_start .. theta_{start+iterations-1}``.
+
+        Random schedule: iid Bernoulli(p) from the stream keyed by the seed and
+        run index (:func:`proxfed._backend.coin_flips`). Fixed schedule:
+        communicate at the end of every block of ``round(1/p)`` steps.
+
+        Parameters
+        ----------
+        iterations : int
+        seed : int or sequence of int
+            One seed for all runs (run ``r`` uses stream ``(seed, r)``) or one
+            per run (run ``r`` uses stream ``(seed[r], 0)``, so a batched run
+            reproduces the corresponding single run).
+        runs : int, optional
+            Number of batched runs R; the result then has shape (R, iterations).
+        start : int
+            Index of the first coin (for resuming).
+        """
+        if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or iterations < 0:
+            raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
+        seeds, keys = _seeds_and_keys(seed, runs)
+        p = np.broadcast_to(np.asarray(self.p, dtype=np.float64), (len(seeds),))
+        if self.schedule == "fixed":
+            k = np.broadcast_to(self.local_steps(), (len(seeds),))
+            t = np.arange(start, start + iterations)
+            out = (t[None, :] + 1) % k[:, None] == 0
+        else:
+            out = np.stack([B.coin_flips(s, float(q), iterations, run=r, start=start) for s, r, q in zip(seeds, keys, p)])
+        return out if runs is not None else out[0]
+
+    # -- accounting ------------------------------------------------------------------
+    def _account(self, state: State, coin_mask: np.ndarray, sent_up, sent_down, d: int) -> dict:
+        """Bit tallies after a communication where ``coin_mask`` (batch shape) is true.
+
+        ``sent_up`` is a list of uploaded arrays (..., N, d); ``sent_down`` a
+        list of broadcast arrays (..., 1, d) or (..., N, d).
+        """
+        mask = np.asarray(coin_mask, bool)[..., None]
+        nnz_up = sum(B.to_numpy(B.nnz(m)).astype(np.int64) for m in sent_up)
+        bits_up = sum(self.comm.bits(B.to_numpy(B.nnz(m)), d) for m in sent_up)
+        bits_dn = sum(
+            np.broadcast_to(self.comm.bits(B.to_numpy(B.nnz(m)), d), state.bits_down.shape) for m in sent_down
+        )
+        return {
+            "communications": state.communications + np.asarray(coin_mask, np.int64),
+            "bits_up": state.bits_up + np.where(mask, bits_up, 0),
+            "bits_down": state.bits_down + np.where(mask, bits_dn, 0),
+            "values_up": state.values_up + np.where(mask, nnz_up, 0),
+            "upload_nnz": np.where(mask, nnz_up, state.upload_nnz),
+        }
+
+
+def _seeds_and_keys(seed, runs):
+    n = 1 if runs is None else int(runs)
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        return [int(seed)] * n, list(range(n))
+    seeds = [int(s) for s in np.asarray(seed).ravel()]
+    if len(seeds) != n:
+        raise ValueError(f"seed must be an int or have one entry per run ({n}), got {len(seeds)}")
+    return seeds, [0] * n
+
+
+def coin_array(coin, batch_shape: tuple) -> np.ndarray:
+    """Validate a coin (bool or per-run bools) and broadcast it to the batch shape."""
+    c = B.to_numpy(coin)
+    if c.dtype.kind not in "bui":
+        raise TypeError(f"coin must be boolean (or 0/1), got dtype {c.dtype}")
+    if c.dtype.kind != "b" and not np.all((c == 0) | (c == 1)):
+        raise ValueError("coin must be 0/1 or boolean")
+    try:
+        return np.broadcast_to(c.astype(bool), batch_shape)
+    except ValueError:
+        raise ValueError(f"coin has shape {c.shape}, expected () or {batch_shape}") from None
+
+
+def select_runs(mask: np.ndarray, new, old):
+    """``new`` where the per-run ``mask`` is true, else ``old`` (arrays of shape (..., N, d))."""
+    if mask.all():
+        return new
+    if not mask.any():
+        return old
+    xp = B.namespace(old)
+    m = B.from_numpy(mask.reshape(mask.shape + (1, 1)), like=old)
+    return xp.where(m, new, old)
+
+
+def hyper_like(value, x):
+    """A hyperparameter (scalar or (R,)) broadcastable against iterates ``x`` (R, N, d)."""
+    return per_run(value, x)
+

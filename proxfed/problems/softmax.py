@@ -1,0 +1,230 @@
+"""Federated multinomial logistic (softmax) regression (the paper's FEMNIST objective)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import scipy.optimize
+
+from .. import _backend as B
+from ..metrics import accuracy
+from ._layout import DeviceCache, check_iterates, row_buckets
+from .base import FederatedProblem
+
+__all__ = ["SoftmaxRegression"]
+
+
+class SoftmaxRegression(FederatedProblem):
+    r"""Federated softmax regression with intercept.
+
+    The model ``w`` (length ``d = (p + 1) C``) stacks the weight matrix
+    ``W`` (``p x C``, row-major) and the intercept ``c`` (``C``). With
+    ``Z = X_i W + 1 c^T``, ``P = softmax(Z)`` row-wise and ``Y`` the one-hot
+    labels, for ``n`` training rows in total:
+
+    .. math::
+
+        f_i(w) = -\frac{N}{n} \sum_{j \in i} \log P_{j, y_j}
+                 + \frac{\alpha}{2}\left(\|W\|^2 + \|c\|^2\right),
+
+    so ``F = (1/N) sum_i f_i`` is the mean cross-entropy over all ``n``
+    rows plus ``(alpha/2) ||w||^2``;
+    ``grad_W f_i = (N/n) X_i^T (P - Y) + alpha W`` and
+    ``grad_c f_i = (N/n) (P - Y)^T 1 + alpha c``;
+    ``L_i = (N/n) (1/2) sigma_max([X_i, 1])^2 + alpha`` and ``mu_i = alpha``.
+    The intercept is regularized and part of every TopK.
+
+    Parameters
+    ----------
+    dataset : FederatedDataset
+        Integer class labels in ``[0, n_classes)``; no bias column needed.
+    alpha : float >= 0
+        Regularization.
+    n_classes : int, optional
+        Number of classes C (default: ``max(y) + 1`` over all splits).
+    init : {"uniform", "zeros"}
+        The default starting model: ``"uniform"`` draws ``W`` and ``c``
+        from ``U(-1/sqrt(p), 1/sqrt(p))`` like torch's ``nn.Linear`` (the
+        paper's init); ``"zeros"`` starts at 0.
+    """
+
+    metric_name = "accuracy"
+
+    def __init__(self, dataset, alpha: float = 1e-4, n_classes: int | None = None, init: str = "uniform"):
+        super().__init__(dataset)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating, np.integer)):
+            raise TypeError(f"alpha must be a real number, got {alpha!r}")
+        if not (math.isfinite(alpha) and alpha >= 0):
+            raise ValueError(f"alpha must be finite and >= 0, got {alpha}")
+        if dataset.y.dtype.kind not in "iu":
+            raise TypeError(f"SoftmaxRegression needs integer class labels, got dtype {dataset.y.dtype}")
+        labels = [dataset.y] + [s.y for s in (dataset.test, dataset.validation) if s is not None]
+        y_max = max(int(lab.max()) for lab in labels if lab.size)
+        if min(int(lab.min()) for lab in labels if lab.size) < 0:
+            raise ValueError("class labels must be >= 0")
+        if n_classes is None:
+            n_classes = y_max + 1
+        if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
+            raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+        if y_max >= n_classes:
+            raise ValueError(f"labels go up to {y_max} but n_classes = {n_classes}")
+        if init not in ("uniform", "zeros"):
+            raise ValueError(f"init must be 'uniform' or 'zeros', got {init!r}")
+        self.alpha = float(alpha)
+        self.n_classes = int(n_classes)
+        self.init = init
+        self._scale = self.n_clients / dataset.n_samples
+        self._buckets = row_buckets(dataset, np.arange(self.n_clients), pad_label=0)
+        self._inverse = np.argsort(np.concatenate([bk.clients for bk in self._buckets]))
+        self._device = DeviceCache(self._to_device)
+
+    @property
+    def n_inputs(self) -> int:
+        """Number of input features p."""
+        return self.dataset.n_features
+
+    @property
+    def dim(self) -> int:
+        """Model dimension ``d = (p + 1) C``."""
+        return (self.n_inputs + 1) * self.n_classes
+
+    def unflatten(self, w):
+        """Split ``w`` (..., d) into the weight matrix (..., p, C) and intercept (..., C)."""
+        xp = B.namespace(w)
+        p, C = self.n_inputs, self.n_classes
+        return xp.reshape(w[..., : p * C], w.shape[:-1] + (p, C)), w[..., p * C :]
+
+    def _to_device(self, like):
+        xp = B.namespace(like)
+        put = lambda a: B.from_numpy(a, like=like)  # noqa: E731
+        classes = xp.arange(self.n_classes, device=B.device_of(like))
+        out = []
+        for bk in self._buckets:
+            y = put(bk.y.astype(np.int64))
+            onehot = xp.astype(y[..., None] == classes, like.dtype) * put(bk.mask)[..., None]
+            out.append((put(bk.clients), put(bk.X), onehot, put(bk.mask)))
+        return {"buckets": out, "inverse": put(self._inverse)}
+
+    def _blocks(self, W, want_value: bool, want_grad: bool):
+        xp = B.namespace(W)
+        dev = self._device.get(W)
+        values, grads = [], []
+        for idx, X, onehot, mask in dev["buckets"]:
+            Wm, c = self.unflatten(xp.take(W, idx, axis=-2))
+            Z = X @ Wm + c[..., None, :]
+            logp = Z - B.logsumexp(Z, axis=-1, keepdims=True)
+            if want_value:
+                values.append(-self._scale * xp.sum(xp.sum(onehot * logp, axis=-1), axis=-1))
+            if want_grad:
+                R = (xp.exp(logp) * mask[..., None] - onehot) * self._scale
+                gW = xp.matrix_transpose(X) @ R
+                gc = xp.sum(R, axis=-2)
+                grads.append(xp.concat([xp.reshape(gW, gW.shape[:-2] + (-1,)), gc], axis=-1))
+        inv = dev["inverse"]
+        v = xp.take(xp.concat(values, axis=-1), inv, axis=-1) if want_value else None
+        g = xp.take(xp.concat(grads, axis=-2), inv, axis=-2) if want_grad else None
+        return v, g
+
+    def value(self, W):
+        """``f_i(w_i)`` for every client, shape (..., N)."""
+        xp = check_iterates(W, self.n_clients, self.dim)
+        v, _ = self._blocks(W, True, False)
+        return v + (self.alpha / 2) * xp.sum(W * W, axis=-1)
+
+    def grad(self, W):
+        """``grad f_i(w_i)`` for every client, shape (..., N, d)."""
+        check_iterates(W, self.n_clients, self.dim)
+        _, g = self._blocks(W, False, True)
+        return g + self.alpha * W
+
+    def value_and_grad(self, W):
+        """Both :meth:`value` and :meth:`grad` from one pass over the data."""
+        xp = check_iterates(W, self.n_clients, self.dim)
+        v, g = self._blocks(W, True, True)
+        return v + (self.alpha / 2) * xp.sum(W * W, axis=-1), g + self.alpha * W
+
+    def smoothness(self) -> np.ndarray:
+        """``L_i = (N/n) (1/2) sigma_max([X_i, 1])^2 + alpha``, shape (N,)."""
+        smax = np.array(
+            [np.linalg.norm(np.hstack([X, np.ones((X.shape[0], 1))]), 2) for X, _ in self.dataset.clients()]
+        )
+        return self._scale * 0.5 * smax**2 + self.alpha
+
+    def strong_convexity(self) -> np.ndarray:
+        """``mu_i = alpha``, shape (N,)."""
+        return np.full(self.n_clients, self.alpha)
+
+    def initial_point(self, seed: int = 0, run: int = 0) -> np.ndarray:
+        """torch ``nn.Linear``-style ``U(-1/sqrt(p), 1/sqrt(p))`` (or zeros with ``init="zeros"``)."""
+        if self.init == "zeros":
+            return np.zeros(self.dim)
+        bound = 1.0 / math.sqrt(self.n_inputs)
+        return B.rng(seed, run, B.INIT_STREAM).uniform(-bound, bound, self.dim)
+
+    # -- centralized objective on host arrays, for the reference solution -------------
+    def _central(self, w):
+        X, y = self.dataset.X, self.dataset.y
+        n = X.shape[0]
+        Wm, c = w[: -self.n_classes].reshape(self.n_inputs, self.n_classes), w[-self.n_classes :]
+        Z = X @ Wm + c
+        lse = B.logsumexp(Z, axis=1)
+        f = float(np.mean(lse - Z[np.arange(n), y])) + 0.5 * self.alpha * float(w @ w)
+        P = np.exp(Z - lse[:, None])
+        P[np.arange(n), y] -= 1.0
+        P /= n
+        g = np.concatenate([(X.T @ P).ravel(), P.sum(axis=0)]) + self.alpha * w
+        return f, g
+
+    def _central_hessp(self, w, v):
+        X = self.dataset.X
+        n = X.shape[0]
+        C = self.n_classes
+        Wm, c = w[:-C].reshape(self.n_inputs, C), w[-C:]
+        Vm, vc = v[:-C].reshape(self.n_inputs, C), v[-C:]
+        Z = X @ Wm + c
+        P = np.exp(Z - B.logsumexp(Z, axis=1)[:, None])
+        U = X @ Vm + vc
+        PU = P * U
+        M = (PU - P * PU.sum(axis=1, keepdims=True)) / n
+        return np.concatenate([(X.T @ M).ravel(), M.sum(axis=0)]) + self.alpha * v
+
+    def solution(self, tol: float = 1e-10) -> np.ndarray:
+        """Minimizer of ``F`` by SciPy L-BFGS, polished by Newton-CG.
+
+        Stops when ``||grad F|| <= tol * max(1, ||grad F(0)||)``; warns if
+        that is not reached. Needs ``alpha > 0`` for a unique minimizer.
+        """
+        if self._solution is not None:
+            return self._solution.copy()
+        if self.alpha <= 0:
+            raise ValueError("the softmax objective has a unique minimizer only for alpha > 0")
+        target = tol * max(1.0, float(np.linalg.norm(self._central(np.zeros(self.dim))[1])))
+        res = scipy.optimize.minimize(
+            self._central, np.zeros(self.dim), jac=True, method="L-BFGS-B",
+            options={"maxiter": 20000, "gtol": target / 10, "ftol": 0.0, "maxcor": 30},
+        )
+        w = res.x
+        for _ in range(5):
+            if np.linalg.norm(self._central(w)[1]) <= target:
+                break
+            res = scipy.optimize.minimize(
+                self._central, w, jac=True, hessp=self._central_hessp, method="trust-krylov",
+                options={"gtol": target, "maxiter": 200},
+            )
+            w = res.x
+        gnorm = float(np.linalg.norm(self._central(w)[1]))
+        if gnorm > target:
+            warnings.warn(f"softmax solution: gradient norm {gnorm:.3e} above the target {target:.3e}", RuntimeWarning)
+        self._solution = w
+        return w.copy()
+
+    def predict(self, w, X):
+        """Predicted classes ``argmax_c (X W + c)``."""
+        w = np.asarray(w)
+        Wm, c = w[: -self.n_classes].reshape(self.n_inputs, self.n_classes), w[-self.n_classes :]
+        return np.argmax(np.asarray(X) @ Wm + c, axis=1)
+
+    def _metric(self, y, y_pred):
+        return accuracy(y, y_pred)

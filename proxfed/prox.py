@@ -1,0 +1,208 @@
+"""Proximal operators with one signature: ``prox(x, step)`` and ``value(x)``.
+
+``prox(x, step)`` returns ``argmin_z value(z) + ||z - x||^2 / (2 step)``.
+Operators act on the last axis of ``x`` (one model per row), except
+:class:`Consensus`, which acts on the client axis (``-2``). Scalars or
+per-run arrays of shape ``(R,)`` are accepted wherever a parameter is
+numeric, for run-batched iterates of shape ``(R, N, d)`` or ``(R, d)``.
+
+Examples
+--------
+>>> import numpy as np
+>>> from proxfed.prox import TopK, L1, Consensus
+>>> TopK(2).prox(np.array([3.0, -4.0, 1.0, 4.0]), 1.0)
+array([ 0., -4.,  0.,  4.])
+>>> L1(1.0).prox(np.array([3.0, -0.5, -2.0]), 0.5)
+array([ 2.5, -0. , -1.5])
+>>> Consensus().prox(np.array([[1.0, 2.0], [3.0, 6.0]]), 1.0)
+array([[2., 4.],
+       [2., 4.]])
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+from . import _backend as B
+
+__all__ = ["ProxOperator", "Zero", "L1", "TopK", "Consensus", "per_run"]
+
+
+def per_run(param: Any, x: Any, lead: int = 1):
+    """Make a scalar or per-run parameter broadcastable against ``x``.
+
+    A scalar is returned as a Python float. A 1-d array of length ``R`` is
+    reshaped to ``(R,) + (1,) * (x.ndim - lead)`` on ``x``'s device, where
+    ``lead`` is the number of leading axes of ``x`` it applies to.
+    """
+    if isinstance(param, numbers.Real):
+        return float(param)
+    a = B.to_numpy(param)
+    if a.ndim == 0:
+        return float(a)
+    if a.ndim != 1 or a.shape[0] != x.shape[0] or x.ndim < 2:
+        raise ValueError(
+            f"a per-run parameter must have shape (R,) with R = x.shape[0]; "
+            f"got shape {a.shape} for x of shape {tuple(x.shape)}"
+        )
+    return B.from_numpy(a.reshape(a.shape + (1,) * (x.ndim - lead)), like=x)
+
+
+def _check_step(step) -> None:
+    a = B.to_numpy(step)
+    if a.size == 0 or not np.all(np.isfinite(a)) or np.any(a <= 0):
+        raise ValueError(f"step must be positive and finite, got {step!r}")
+
+
+class ProxOperator:
+    """Base class: a proper closed function with a computable prox."""
+
+    def prox(self, x, step):  # pragma: no cover - abstract
+        """Return ``argmin_z value(z) + ||z - x||^2 / (2 step)``."""
+        raise NotImplementedError
+
+    def value(self, x):  # pragma: no cover - abstract
+        """Return the function value at ``x`` (``inf`` outside the domain)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class Zero(ProxOperator):
+    """The zero function; its prox is the identity."""
+
+    def prox(self, x, step):
+        """Return ``x`` unchanged (after validating ``step``)."""
+        _check_step(step)
+        return x
+
+    def value(self, x):
+        """Return 0."""
+        xp = B.namespace(x)
+        return xp.zeros((), dtype=x.dtype, device=B.device_of(x))
+
+
+class L1(ProxOperator):
+    """``lam * ||x||_1``; its prox is soft-thresholding at ``step * lam``.
+
+    Parameters
+    ----------
+    lam : float >= 0 or array of shape (R,)
+        Regularization weight (per run for batched iterates).
+    """
+
+    def __init__(self, lam):
+        a = B.to_numpy(lam)
+        if a.ndim > 1 or a.size == 0 or not np.all(np.isfinite(a)) or np.any(a < 0):
+            raise ValueError(f"lam must be a finite number >= 0 (or an (R,) array of them), got {lam!r}")
+        self.lam = float(a) if a.ndim == 0 else a.astype(np.float64)
+
+    def prox(self, x, step):
+        """``sign(x) * max(|x| - step * lam, 0)`` elementwise."""
+        _check_step(step)
+        return B.soft_threshold(x, per_run(step, x) * per_run(self.lam, x))
+
+    def value(self, x):
+        """``lam * sum |x|`` (summed over all rows; per run when lam is an array)."""
+        xp = B.namespace(x)
+        if isinstance(self.lam, float):
+            return self.lam * xp.sum(xp.abs(x))
+        lam = B.from_numpy(self.lam, like=x)
+        return lam * xp.sum(xp.reshape(xp.abs(x), (x.shape[0], -1)), axis=1)
+
+
+class TopK(ProxOperator):
+    """Indicator of ``{x : ||x||_0 <= k}`` (per row); its prox is TopK by magnitude.
+
+    The prox keeps the ``k`` entries of largest ``|x_j|`` in every row, ties
+    broken towards the lowest index, so a row with at least ``k`` non-zeros
+    has exactly ``k`` after the prox, and one with fewer keeps all of them
+    (``min(k, nnz)`` in general). It is a Euclidean projection, so ``step``
+    only has to be positive.
+
+    Parameters
+    ----------
+    k : int >= 1 or integer array of shape (R,)
+        Number of kept entries (per run for batched iterates).
+    d : int, optional
+        Dimension, to validate ``k <= d`` at construction.
+    """
+
+    def __init__(self, k, d: int | None = None):
+        a = B.to_numpy(k)
+        if a.ndim > 1 or a.size == 0 or a.dtype.kind not in "iu" and not (
+            a.dtype.kind == "f" and np.all(a == np.round(a))
+        ):
+            raise TypeError(f"k must be an integer (or an (R,) integer array), got {k!r}")
+        a = a.astype(np.int64)
+        if np.any(a < 1) or (d is not None and np.any(a > d)):
+            hi = d if d is not None else "d"
+            raise ValueError(f"k must be in [1, {hi}], got {k!r}")
+        self.k = int(a) if a.ndim == 0 else a
+        self.d = d
+
+    def _k_for(self, x):
+        if np.any(np.asarray(self.k) > x.shape[-1]):
+            raise ValueError(f"k must be in [1, {x.shape[-1]}], got {self.k}")
+        if isinstance(self.k, int):
+            return self.k
+        if x.ndim < 2 or x.shape[0] != self.k.shape[0]:
+            raise ValueError(f"per-run k of shape {self.k.shape} needs x of shape (R, ..., d), got {tuple(x.shape)}")
+        return self.k.reshape(self.k.shape + (1,) * (x.ndim - 2))
+
+    def prox(self, x, step=1.0):
+        """Keep the ``k`` largest-magnitude entries of each row of ``x``."""
+        _check_step(step)
+        return B.topk(x, self._k_for(x))
+
+    def mask(self, x):
+        """Boolean mask of the entries :meth:`prox` keeps."""
+        return B.topk_mask(x, self._k_for(x))
+
+    def value(self, x):
+        """0 if every row has at most ``k`` non-zeros, else ``inf``."""
+        xp = B.namespace(x)
+        counts = B.to_numpy(B.nnz(x))
+        ok = np.all(counts <= (self.k if isinstance(self.k, int) else self.k.reshape(
+            self.k.shape + (1,) * (counts.ndim - 1))))
+        return xp.asarray(0.0 if ok else float("inf"), dtype=x.dtype, device=B.device_of(x))
+
+
+class Consensus(ProxOperator):
+    """Indicator of the consensus set ``{x_1 = ... = x_N}`` over the client axis.
+
+    Its prox (for any step) is the orthogonal projection: every client row
+    is replaced by the mean over clients, ``w_bar = (1/N) sum_i x_i``. In a
+    federated algorithm one call is one communication round.
+
+    Parameters
+    ----------
+    axis : int
+        The client axis (``-2`` for iterates of shape ``(..., N, d)``).
+    """
+
+    def __init__(self, axis: int = -2):
+        self.axis = int(axis)
+
+    def mean(self, x):
+        """The mean over the client axis, keeping the axis (shape ``(..., 1, d)``)."""
+        xp = B.namespace(x)
+        return xp.mean(x, axis=self.axis, keepdims=True)
+
+    def prox(self, x, step=1.0):
+        """Replace every client row by the mean over clients."""
+        _check_step(step)
+        xp = B.namespace(x)
+        return xp.broadcast_to(self.mean(x), x.shape)
+
+    def value(self, x):
+        """0 if all client rows are equal, else ``inf``."""
+        xp = B.namespace(x)
+        first = xp.take(x, xp.asarray([0], device=B.device_of(x)), axis=self.axis)
+        equal = xp.all(x == first)
+        return xp.asarray(0.0 if bool(equal) else float("inf"), dtype=x.dtype, device=B.device_of(x))

@@ -1,0 +1,355 @@
+"""The driver loop: coins, evaluation, accounting, history, stopping and saving.
+
+The module is named ``runner`` so that ``proxfed.run`` can be the function.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import _backend as B
+from .algorithms.base import Algorithm, State, _seeds_and_keys, select_runs
+
+__all__ = ["run", "RunResult", "load_state", "HISTORY_KEYS"]
+
+#: Quantities recorded in :attr:`RunResult.history` (``metric`` only when an evaluation exists).
+HISTORY_KEYS = (
+    "iteration", "communications", "local_steps", "bits_up", "bits_down", "bits_up_total",
+    "bits_down_total", "upload_nnz", "loss", "loss_dense", "sum_h_norm", "mean_h_norm", "w_norm",
+    "consensus_gap", "dist_opt", "metric", "time",
+)
+
+
+@dataclass
+class RunResult:
+    """Outcome of :func:`run`.
+
+    Attributes
+    ----------
+    w : array, shape (d,) or (R, d)
+        The final model: the algorithm's final prox (e.g. TopK) of the client average.
+    state : State
+        The last state (the last finite one if the run diverged); pass it
+        back to :func:`run` to continue.
+    history : dict of str to ndarray
+        Curves recorded at the chosen cadence, shape (records,) or (records, R).
+    status : {"completed", "diverged", "stopped"}
+    message : str
+    config : dict
+        Everything needed to re-run (algorithm, problem, iterations, seed, cadence).
+    """
+
+    w: Any
+    state: State
+    history: dict
+    status: str
+    message: str
+    config: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """Final values of every recorded quantity and the status (JSON-serializable)."""
+        out = {"status": self.status, "message": self.message}
+        for key, values in self.history.items():
+            last = values[-1] if len(values) else np.nan
+            out[key] = last.tolist() if isinstance(last, np.ndarray) else float(last)
+        return out
+
+    def save(self, directory) -> Path:
+        """Write ``config.json``, ``history.npz``, ``summary.json`` and ``state.npz`` to ``directory``."""
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(json.dumps(self.config, indent=2, default=_jsonable))
+        np.savez_compressed(path / "history.npz", **self.history)
+        (path / "summary.json").write_text(json.dumps(self.summary(), indent=2, default=_jsonable))
+        save_state(self.state, path / "state.npz")
+        return path
+
+
+def _jsonable(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return repr(obj)
+
+
+def save_state(state: State, path) -> None:
+    """Save a state's arrays to an ``.npz`` file (host copies)."""
+    arrays = {"w": B.to_numpy(state.w), "h": B.to_numpy(state.h), "t": np.asarray(state.t)}
+    for name in ("communications", "bits_up", "bits_down", "values_up", "upload_nnz"):
+        arrays[name] = np.asarray(getattr(state, name))
+    for key, value in state.extras.items():
+        arrays[f"extra_{key}"] = B.to_numpy(value)
+    np.savez_compressed(path, **arrays)
+
+
+def load_state(path, like=None) -> State:
+    """Load a state written by :meth:`RunResult.save`, onto ``like``'s library and device."""
+    with np.load(path) as data:
+        put = (lambda a: a) if like is None else (lambda a: B.from_numpy(a, like=like))
+        extras = {k[len("extra_"):]: put(data[k]) for k in data.files if k.startswith("extra_")}
+        return State(
+            w=put(data["w"]), h=put(data["h"]), t=int(data["t"]),
+            communications=data["communications"], bits_up=data["bits_up"], bits_down=data["bits_down"],
+            values_up=data["values_up"], upload_nnz=data["upload_nnz"], extras=extras,
+        )
+
+
+def _check_coins(coins, iterations: int, batch_shape: tuple) -> np.ndarray:
+    c = B.to_numpy(coins)
+    if c.dtype.kind not in "bui" or (c.dtype.kind != "b" and not np.all((c == 0) | (c == 1))):
+        raise ValueError("coins must be booleans or 0/1 integers")
+    c = c.astype(bool)
+    want = batch_shape + (iterations,)
+    if c.ndim == 1 and batch_shape:
+        c = np.broadcast_to(c, batch_shape + c.shape)
+    if c.shape[:-1] != batch_shape or c.shape[-1] < iterations:
+        raise ValueError(f"coins must have shape {want} (or a longer last axis), got {c.shape}")
+    return c[..., :iterations]
+
+
+def _initial_models(problem, seed, runs):
+    if runs is None:
+        return problem.initial_point(seed=_seeds_and_keys(seed, None)[0][0], run=0)
+    seeds, keys = _seeds_and_keys(seed, runs)
+    return np.stack([problem.initial_point(seed=s, run=r) for s, r in zip(seeds, keys)])
+
+
+class _Recorder:
+    """Computes one history row from a state."""
+
+    def __init__(self, algorithm, problem, evaluate, split, reference):
+        self.algorithm, self.problem = algorithm, problem
+        self.evaluate, self.split = evaluate, split
+        self.reference = reference
+        self.rows: list[dict] = []
+        self._ref_device = None
+
+    def record(self, state: State, elapsed: float) -> dict:
+        xp = B.namespace(state.w)
+        host = lambda a: np.asarray(B.to_numpy(a), dtype=np.float64)  # noqa: E731
+        w_avg = self.algorithm.consensus.mean(state.w)[..., 0, :]
+        w_out = self.algorithm.output(state)
+        row = {
+            "iteration": float(state.t),
+            "communications": state.communications.astype(np.float64),
+            "local_steps": float(state.t),
+            "bits_up": state.bits_up.mean(axis=-1),
+            "bits_down": state.bits_down.mean(axis=-1),
+            "bits_up_total": state.bits_up.sum(axis=-1).astype(np.float64),
+            "bits_down_total": state.bits_down.sum(axis=-1).astype(np.float64),
+            "upload_nnz": state.upload_nnz.mean(axis=-1),
+            "loss": host(self.problem.objective(w_out)),
+            "loss_dense": host(self.problem.objective(w_avg)),
+            "sum_h_norm": host(xp.linalg.vector_norm(xp.sum(state.h, axis=-2), axis=-1)),
+            "mean_h_norm": host(xp.mean(xp.linalg.vector_norm(state.h, axis=-1), axis=-1)),
+            "w_norm": host(xp.linalg.vector_norm(w_avg, axis=-1)),
+            "consensus_gap": host(xp.sqrt(xp.mean(xp.sum((state.w - w_avg[..., None, :]) ** 2, axis=-1), axis=-1))),
+        }
+        if self.reference is not None:
+            if self._ref_device is None:
+                self._ref_device = B.from_numpy(self.reference, like=state.w)
+            row["dist_opt"] = host(xp.linalg.vector_norm(w_avg - self._ref_device, axis=-1))
+        if self.evaluate is not None:
+            row["metric"] = np.asarray(self.evaluate(w_out), dtype=np.float64)
+        elif self.split is not None:
+            row["metric"] = np.asarray(self.problem.score(w_out, self.split), dtype=np.float64)
+        row["time"] = float(elapsed)
+        self.rows.append(row)
+        return row
+
+    def history(self) -> dict:
+        if not self.rows:
+            return {}
+        return {k: np.array([r[k] for r in self.rows]) for k in self.rows[0]}
+
+
+def run(
+    algorithm: Algorithm,
+    problem,
+    iterations: int,
+    *,
+    seed=0,
+    coins=None,
+    evaluate: Callable | None = None,
+    split: str | None = "auto",
+    every: int | None = None,
+    w0=None,
+    state: State | None = None,
+    reference="auto",
+    callbacks: Sequence[Callable] = (),
+    progress: bool = False,
+) -> RunResult:
+    """Run ``algorithm`` on ``problem`` for ``iterations`` local steps.
+
+    Parameters
+    ----------
+    algorithm : Algorithm
+        An update rule from :mod:`proxfed.algorithms`.
+    problem : FederatedProblem
+    iterations : int
+        Number of iterations (local steps of every client) to run.
+    seed : int or sequence of int
+        Seeds the coin flips and the default starting model (see
+        :meth:`Algorithm.coins`); one per run for batched runs.
+    coins : array of bool, shape (iterations,) or (R, iterations), optional
+        The communication coins ``theta_t`` to use instead of the algorithm's
+        schedule.
+    evaluate : callable, optional
+        ``evaluate(w) -> float`` (or (R,) for batched ``w``) applied to the
+        output model at every record; overrides ``split``.
+    split : {"auto", "test", "validation", "train", None}
+        Where ``problem.score`` evaluates the metric; ``"auto"`` uses the
+        test split when the dataset has one, else no metric.
+    every : int, optional
+        Record the history every ``every`` iterations (default
+        ``max(1, iterations // 200)``); the first and last iterations are
+        always recorded.
+    w0 : array, shape (d,) or (R, d), optional
+        Starting model (default ``problem.initial_point(seed)``).
+    state : State, optional
+        Continue from this state (e.g. ``result.state``): coins continue at
+        ``state.t`` so the trajectory is the same as one uninterrupted run.
+    reference : "auto", array or None
+        Model to which ``dist_opt`` is measured; ``"auto"`` uses
+        ``problem.solution()`` when it is cheap (ridge).
+    callbacks : sequence of callables
+        ``callback(row, state) -> bool`` called at every record; returning
+        True stops the run (status ``"stopped"``).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    RunResult
+        Its status is ``"diverged"`` (with the last finite state and the
+        history so far) if an iterate becomes NaN or infinite.
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(algorithm, Algorithm):
+        raise TypeError(f"algorithm must be a proxfed Algorithm, got {type(algorithm).__name__}")
+    if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or iterations < 0:
+        raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
+    iterations = int(iterations)
+    if every is None:
+        every = max(1, iterations // 200)
+    if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
+        raise ValueError(f"every must be a positive integer, got {every!r}")
+    if split == "auto":
+        split = "test" if problem.has_split("test") else None
+    elif split is not None and not problem.has_split(split):
+        raise ValueError(f"split {split!r} is not available in the dataset")
+    if isinstance(reference, str):
+        if reference != "auto":
+            raise ValueError("reference must be 'auto', an array or None")
+        reference = problem.solution() if getattr(problem, "cheap_solution", False) else None
+
+    if state is None:
+        runs = algorithm.n_runs
+        if runs is None and w0 is not None and np.ndim(B.to_numpy(w0)) == 2:
+            runs = int(np.shape(w0)[0])
+        if runs is None and not isinstance(seed, numbers.Integral):
+            runs = len(np.asarray(seed).ravel())
+        if w0 is None:
+            w0 = _initial_models(problem, seed, runs)
+        state = algorithm.init(problem, w0)
+    elif not isinstance(state, State):
+        raise TypeError("state must be a proxfed State")
+    batch = state.batch_shape
+    runs = batch[0] if batch else None
+    if coins is None:
+        coins = algorithm.coins(iterations, seed=seed, runs=runs, start=state.t)
+    coins = _check_coins(coins, iterations, batch)
+
+    xp = B.namespace(state.w)
+    recorder = _Recorder(algorithm, problem, evaluate, split, reference)
+    config = {
+        "algorithm": algorithm.config(),
+        "problem": _problem_config(problem),
+        "iterations": iterations,
+        "start_iteration": state.t,
+        "seed": seed if isinstance(seed, numbers.Integral) else np.asarray(seed).tolist(),
+        "every": every,
+        "split": split,
+        "array_namespace": xp.__name__,
+        "dtype": str(state.w.dtype),
+    }
+    t0 = time.perf_counter()
+    status, message = "completed", f"completed {iterations} iterations"
+
+    def record_and_check(st) -> bool:
+        row = recorder.record(st, time.perf_counter() - t0)
+        return any(bool(cb(row, st)) for cb in callbacks)
+
+    frozen = np.zeros(batch, bool)  # batched runs that diverged keep their last finite state
+
+    def diverging(st) -> np.ndarray:
+        """Per-run flags: non-finite iterates or a non-finite loss in the last record."""
+        flat = xp.reshape(st.w, batch + (-1,))
+        bad = ~B.to_numpy(xp.all(xp.isfinite(flat), axis=-1))
+        if recorder.rows and recorder.rows[-1]["iteration"] == st.t:
+            bad = bad | ~np.isfinite(recorder.rows[-1]["loss"])
+        return bad
+
+    def record_and_check(st) -> bool:
+        row = recorder.record(st, time.perf_counter() - t0)
+        return any(bool(cb(row, st)) for cb in callbacks)
+
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        stop = record_and_check(state)
+        first_t = state.t
+        with tqdm(total=iterations, disable=not progress, desc=algorithm.name, leave=False) as bar:
+            for j in range(iterations):
+                if stop:
+                    break
+                coin = coins[..., j]
+                new = algorithm.step(state, problem, coin if batch else bool(coin))
+                bad = diverging(new) | frozen
+                if bad.any():
+                    if not batch or bad.all():
+                        status = "diverged"
+                        message = (f"iterates became non-finite at iteration {new.t}; "
+                                   f"kept the state of iteration {state.t}")
+                        if recorder.rows[-1]["iteration"] != state.t:
+                            recorder.record(state, time.perf_counter() - t0)
+                        break
+                    frozen = bad
+                    new = new.replace(w=select_runs(~bad, new.w, state.w), h=select_runs(~bad, new.h, state.h))
+                state = new
+                bar.update(1)
+                done = state.t - first_t
+                if done % every == 0 or done == iterations:
+                    stop = record_and_check(state)
+                    if batch and diverging(state).any():
+                        frozen = frozen | diverging(state)
+                    elif not batch and diverging(state).any():
+                        status = "diverged"
+                        message = f"the loss became non-finite at iteration {state.t}"
+                        break
+    if status == "completed" and state.t - first_t < iterations:
+        status, message = "stopped", f"stopped by a callback at iteration {state.t}"
+    if status == "completed" and frozen.any():
+        status = "diverged"
+        message = (f"runs {np.flatnonzero(frozen).tolist()} diverged and were frozen at their last finite "
+                   f"state; the others completed {iterations} iterations")
+    return RunResult(
+        w=algorithm.output(state), state=state, history=recorder.history(),
+        status=status, message=message, config=config,
+    )
+
+
+def _problem_config(problem) -> dict:
+    out = {"class": type(problem).__name__, "n_clients": problem.n_clients, "dim": problem.dim}
+    for attr in ("alpha", "n_classes"):
+        if hasattr(problem, attr):
+            out[attr] = getattr(problem, attr)
+    out["dataset"] = getattr(problem.dataset, "name", "dataset")
+    return out
