@@ -47,11 +47,11 @@ class Ridge(FederatedProblem):
     >>> import numpy as np
     >>> from proxfed import FederatedDataset
     >>> from proxfed.problems import Ridge
-    >>> ds = FederatedDataset.from_clients([(np.eye(2), np.ones(2)), (np.ones((1, 2)), np.zeros(1))])
+    >>> ds = FederatedDataset.from_clients([(np.eye(2), np.ones(2)), (np.ones((1, 2)), 2 * np.ones(1))])
     >>> problem = Ridge(ds, alpha=2.0)
-    >>> problem.grad(np.zeros((2, 2)))
+    >>> problem.grad(np.zeros((2, 2)))  # A_i^T (0 - b_i)
     array([[-1., -1.],
-           [-0., -0.]])
+           [-2., -2.]])
     """
 
     metric_name = "r2"
