@@ -174,7 +174,7 @@ class TopK(ProxOperator):
 
 
 class Consensus(ProxOperator):
-    """Indicator of the consensus set ``{x_1 = ... = x_N}`` over the client axis.
+    """Indicator of the consensus set over the client axis (all client rows equal).
 
     Its prox (for any step) is the orthogonal projection: every client row
     is replaced by the mean over clients, ``w_bar = (1/N) sum_i x_i``. In a

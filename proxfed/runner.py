@@ -17,7 +17,7 @@ import numpy as np
 from . import _backend as B
 from .algorithms.base import Algorithm, State, _seeds_and_keys, select_runs
 
-__all__ = ["run", "RunResult", "load_state", "HISTORY_KEYS"]
+__all__ = ["run", "RunResult", "save_state", "load_state", "HISTORY_KEYS"]
 
 #: Quantities recorded in :attr:`RunResult.history` (``metric`` only when an evaluation exists).
 HISTORY_KEYS = (

@@ -190,7 +190,7 @@ class Algorithm:
         raise NotImplementedError
 
     def output(self, state: State):
-        """The model to evaluate: ``final.prox(mean_i w_i)``, shape (..., d)."""
+        """The model to evaluate, ``final.prox(mean_i w_i)``, of shape (..., d)."""
         wbar = self.consensus.mean(state.w)[..., 0, :]
         return wbar if self.final is None else self.final.prox(wbar, 1.0)
 
@@ -200,7 +200,7 @@ class Algorithm:
         return np.maximum(1, np.rint(1.0 / np.asarray(self.p))).astype(np.int64)
 
     def coins(self, iterations: int, seed=0, runs: int | None = None, start: int = 0) -> np.ndarray:
-        """The communication coins ``theta_start .. theta_{start+iterations-1}``.
+        """The communication coins from ``theta_start`` to ``theta_{start+iterations-1}``.
 
         Random schedule: iid Bernoulli(p) from the stream keyed by the seed and
         run index (:func:`proxfed._backend.coin_flips`). Fixed schedule:
