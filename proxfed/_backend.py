@@ -214,7 +214,7 @@ def segment_sum(values, offsets, axis: int = 0):
         return np.add.reduceat(values, offsets[:-1], axis=axis)
     parts = []
     for lo, hi in zip(offsets[:-1], offsets[1:]):
-        sl = (slice(None),) * axis + (slice(int(lo), int(hi)),)
+        sl = (slice(None),) * axis + (slice(int(lo), int(hi)), Ellipsis)
         parts.append(xp.sum(values[sl], axis=axis, keepdims=True))
     return xp.concat(parts, axis=axis)
 
@@ -224,7 +224,10 @@ def logsumexp(x, axis: int = -1, keepdims: bool = False):
     xp = namespace(x)
     m = xp.max(x, axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
-    out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+    total = xp.sum(xp.exp(x - m), axis=axis, keepdims=True)
+    # log(0) = -inf for an all -inf slice, without a divide-by-zero warning
+    safe = xp.where(total > 0, total, xp.ones_like(total))
+    out = xp.where(total > 0, xp.log(safe), xp.full_like(total, -float("inf"))) + m
     return out if keepdims else xp.squeeze(out, axis=axis)
 
 

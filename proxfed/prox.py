@@ -40,6 +40,11 @@ def per_run(param: Any, x: Any, lead: int = 1):
     """
     if isinstance(param, numbers.Real):
         return float(param)
+    shape = tuple(getattr(param, "shape", ()))
+    if len(shape) >= 2 and x.ndim >= 2 and shape[0] == x.shape[0] and all(s == 1 for s in shape[1:]):
+        if len(shape) == x.ndim - lead + 1 and not isinstance(param, np.ndarray):
+            return param  # already shaped per run on the iterates' device
+        param = B.to_numpy(param).reshape(shape[0])
     a = B.to_numpy(param)
     if a.ndim == 0:
         return float(a)

@@ -96,35 +96,28 @@ class SoftmaxReference:
         p, C = self.n_inputs, self.n_classes
         return w[: p * C].reshape(p, C), w[p * C :]
 
-    def _row_log_probs(self, z):
-        z = z - z.max()  # subtract the row max
-        return z - np.log(np.sum(np.exp(z)))
-
-    def _row_probs(self, z):
-        return np.exp(self._row_log_probs(z))
+    def _log_probs(self, X, w):
+        """Row-wise log-softmax of ``Z = X W + 1 c^T`` (the row max subtracted first)."""
+        Wm, c = self._split(w)
+        Z = X @ Wm + c
+        Z = Z - Z.max(axis=1, keepdims=True)
+        return Z - np.log(np.sum(np.exp(Z), axis=1, keepdims=True))
 
     def value(self, i, w):
         X, y = self.clients[i]
-        Wm, c = self._split(w)
+        logP = self._log_probs(X, w)
         scale = self.n_clients / self.n_total
-        loss = 0.0
-        for x_row, label in zip(X, y):
-            loss -= self._row_log_probs(x_row @ Wm + c)[label]
-        return scale * loss + self.alpha / 2 * (np.sum(Wm * Wm) + c @ c)
+        return -scale * sum(logP[j, y[j]] for j in range(len(y))) + self.alpha / 2 * (w @ w)
 
     def grad(self, i, w):
         X, y = self.clients[i]
         Wm, c = self._split(w)
         scale = self.n_clients / self.n_total
-        gW = np.zeros_like(Wm)
-        gc = np.zeros_like(c)
-        for x_row, label in zip(X, y):
-            r = self._row_probs(x_row @ Wm + c)
-            r[label] -= 1.0
-            gW += np.outer(x_row, r)
-            gc += r
-        gW = scale * gW + self.alpha * Wm
-        gc = scale * gc + self.alpha * c
+        P_minus_Y = np.exp(self._log_probs(X, w))
+        for j in range(len(y)):
+            P_minus_Y[j, y[j]] -= 1.0
+        gW = scale * X.T @ P_minus_Y + self.alpha * Wm
+        gc = scale * P_minus_Y.sum(axis=0) + self.alpha * c
         return np.concatenate([gW.ravel(), gc])
 
     def objective(self, w):

@@ -24,6 +24,7 @@ from . import reference as ref
 
 RTOL = 1e-12
 T = 50  # iterations of every trajectory test
+B_np = proxfed._backend.to_numpy
 
 
 def assert_close(actual, desired, scale=None, rtol=RTOL, err_msg=""):
@@ -63,8 +64,7 @@ def softmax_data(sizes=(1, 3, 4, 7, 12), p=3, C=4, seed=0):
     for n in sizes:
         X = g.normal(size=(n, p)) + g.normal(size=p)  # client shift
         clients.append((X, g.integers(0, C, size=n)))
-    X0, y0 = clients[-1]
-    y0[:C] = np.arange(C)  # make sure max label = C - 1
+    clients[-1][1][:C] = np.arange(C)  # every class present, so max label = C - 1
     return FederatedDataset.from_clients(clients)
 
 
@@ -246,7 +246,7 @@ def compare_trajectory(alg, prob, w0, coins, trajectory):
         np.testing.assert_array_equal(state.values_up, r["values_up"], err_msg=msg)
         assert int(state.communications) == r["communications"], msg
     # the runner, fed the same coins, reaches the same final state
-    res = proxfed.run(alg, prob, len(coins), coins=coins, w0=w0, split=None, reference=None)
+    res = proxfed.run(alg, prob, len(coins), coins=coins, w0=w0, split=None, reference=None, every=len(coins))
     assert res.status == "completed"
     assert_close(res.state.w, trajectory[-1]["w"], w_scale)
     assert_close(res.state.h, trajectory[-1]["h"], h_scale)
@@ -341,10 +341,6 @@ def test_scaffold_trajectory(which):
     assert_close(np.sum(B_np(state.h), axis=0), np.zeros(prob.dim), np.max(np.abs(trajectory[-1]["h"])))
 
 
-def B_np(x):
-    return proxfed._backend.to_numpy(x)
-
-
 @pytest.mark.parametrize("which", ["ridge", "softmax"])
 @pytest.mark.parametrize("E", [1, 3, 5])
 def test_scaffold_equals_proxskip_fixed(which, E):
@@ -399,7 +395,7 @@ def compare_batched(batched, singles, prob, w0s, coins):
 
 
 @pytest.mark.parametrize("which", ["ridge", "softmax"])
-@pytest.mark.parametrize("name", [n for n in ALG1 if n != "proxskip"] + ["proxskip"])
+@pytest.mark.parametrize("name", ALG1)
 def test_batched_algorithm1_equals_single_runs(name, which):
     prob, _, gamma, _ = make_problem(which)
     gammas, lams = gamma * GAMMAS_REL, LAM[which] * np.array([1.0, 0.3, 2.0])
@@ -459,3 +455,34 @@ def test_batched_run_with_per_run_seeds_reproduces_single_runs():
         assert res.state.communications[r] == one.state.communications
         np.testing.assert_array_equal(res.state.bits_up[r], one.state.bits_up)
         assert_close(res.history["loss"][:, r], one.history["loss"], np.max(np.abs(one.history["loss"])))
+
+
+# -- the reference itself: the variants are distinguishable and follow the section-3 table ---
+
+
+def test_reference_variants_are_distinct_and_keep_sum_h_as_tabled():
+    """Guards the meaning of the trajectory tests: on this instance every variant has its own
+    trajectory, and the reference keeps (or breaks) sum_i h_i = 0 as ALGORITHMS.md section 3 says."""
+    _, rp, gamma, w0 = make_problem("ridge")
+    coins = coin_sequence()
+    finals, outputs = {}, {}
+    for name in ALG1:
+        for grad_at in (("dense", "pruned") if name in PRUNABLE else ("dense",)):
+            opts = ref.variant_options(name, gamma, k=K["ridge"], lam=LAM["ridge"], grad_at=grad_at)
+            traj = ref.run_algorithm1(rp, w0, coins, gamma, 0.3, **opts)
+            finals[name, grad_at] = traj[-1]["w"]
+            outputs[name, grad_at] = traj[-1]["output"]
+            sum_h = max(np.abs(r["h"].sum(axis=0)).max() for r in traj)
+            h_scale = max(np.abs(r["h"]).max() for r in traj)
+            if name in ("accelerated_server_pruning", "sps_modified"):
+                assert sum_h > 1e-3 * h_scale, (name, grad_at)
+            else:
+                assert sum_h <= 1e-12 * h_scale, (name, grad_at)
+    keys = sorted(finals)
+    for a in keys:
+        for b in keys:
+            if a < b and {a[0], b[0]} != {"proxskip", "final_topk"}:
+                assert not np.allclose(finals[a], finals[b], rtol=1e-6, atol=0), (a, b)
+    np.testing.assert_array_equal(finals["proxskip", "dense"], finals["final_topk", "dense"])
+    assert np.count_nonzero(outputs["final_topk", "dense"]) == K["ridge"]
+    assert np.count_nonzero(outputs["proxskip", "dense"]) == rp.dim

@@ -282,7 +282,7 @@ def select_runs(mask: np.ndarray, new, old):
     if not mask.any():
         return old
     xp = B.namespace(old)
-    m = B.from_numpy(mask.reshape(mask.shape + (1, 1)), like=old)
+    m = B.from_numpy(np.array(mask).reshape(mask.shape + (1, 1)), like=old)
     return xp.where(m, new, old)
 
 

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import scipy.optimize
+import scipy.sparse.linalg
 
 from .. import _backend as B
 from ..metrics import accuracy
@@ -190,8 +191,27 @@ class SoftmaxRegression(FederatedProblem):
         M = (PU - P * PU.sum(axis=1, keepdims=True)) / n
         return np.concatenate([(X.T @ M).ravel(), M.sum(axis=0)]) + self.alpha * v
 
+    def _newton_polish(self, w, target: float, max_steps: int = 30):
+        """Newton steps (Hessian solves by conjugate gradients) until ``||grad F|| <= target``."""
+        d = self.dim
+        f, g = self._central(w)
+        for _ in range(max_steps):
+            gnorm = float(np.linalg.norm(g))
+            if gnorm <= target:
+                break
+            hess = scipy.sparse.linalg.LinearOperator((d, d), matvec=lambda v, w=w: self._central_hessp(w, v))
+            step, _ = scipy.sparse.linalg.cg(hess, -g, rtol=1e-12, atol=0.0, maxiter=min(d, 500))
+            t = 1.0
+            while t > 1e-10:  # accept a decrease of F or, at rounding level, of the gradient
+                f_new, g_new = self._central(w + t * step)
+                if f_new <= f + 1e-4 * t * float(g @ step) or np.linalg.norm(g_new) < gnorm:
+                    break
+                t /= 2
+            w, f, g = w + t * step, f_new, g_new
+        return w
+
     def solution(self, tol: float = 1e-10) -> np.ndarray:
-        """Minimizer of ``F`` by SciPy L-BFGS, polished by Newton-CG.
+        """Minimizer of ``F`` by SciPy L-BFGS, polished by Newton-CG steps.
 
         Stops when ``||grad F|| <= tol * max(1, ||grad F(0)||)``; warns if
         that is not reached. Needs ``alpha > 0`` for a unique minimizer.
@@ -205,15 +225,7 @@ class SoftmaxRegression(FederatedProblem):
             self._central, np.zeros(self.dim), jac=True, method="L-BFGS-B",
             options={"maxiter": 20000, "gtol": target / 10, "ftol": 0.0, "maxcor": 30},
         )
-        w = res.x
-        for _ in range(5):
-            if np.linalg.norm(self._central(w)[1]) <= target:
-                break
-            res = scipy.optimize.minimize(
-                self._central, w, jac=True, hessp=self._central_hessp, method="trust-krylov",
-                options={"gtol": target, "maxiter": 200},
-            )
-            w = res.x
+        w = self._newton_polish(res.x, target)
         gnorm = float(np.linalg.norm(self._central(w)[1]))
         if gnorm > target:
             warnings.warn(f"softmax solution: gradient norm {gnorm:.3e} above the target {target:.3e}", RuntimeWarning)
