@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import _backend as B
 from ..data.dataset import FederatedDataset
+from ._layout import check_iterates
 
 __all__ = ["FederatedProblem"]
 
@@ -22,6 +23,8 @@ class FederatedProblem:
 
     #: Name of the evaluation metric returned by :meth:`score`.
     metric_name: str = "metric"
+    #: ``f_i`` = data term + ``(l2 / 2) ||w||^2``; subclasses set ``self.l2``.
+    l2: float = 0.0
 
     def __init__(self, dataset: FederatedDataset):
         if not isinstance(dataset, FederatedDataset):
@@ -39,13 +42,27 @@ class FederatedProblem:
         """Model dimension d."""
         raise NotImplementedError
 
-    def value(self, W):  # pragma: no cover - abstract
-        """Per-client values ``f_i(W[..., i, :])``, shape ``(..., N)``."""
+    def _data_terms(self, W, want_value: bool, want_grad: bool):  # pragma: no cover - abstract
+        """Data terms of ``f_i`` (values (..., N), gradients (..., N, d)); None where not wanted."""
         raise NotImplementedError
 
-    def grad(self, W):  # pragma: no cover - abstract
+    def value(self, W):
+        """Per-client values ``f_i(W[..., i, :])``, shape ``(..., N)``."""
+        xp = check_iterates(W, self.n_clients, self.dim)
+        v, _ = self._data_terms(W, True, False)
+        return v + (self.l2 / 2) * xp.sum(W * W, axis=-1)
+
+    def grad(self, W):
         """Per-client gradients ``grad f_i(W[..., i, :])``, shape ``(..., N, d)``."""
-        raise NotImplementedError
+        check_iterates(W, self.n_clients, self.dim)
+        _, g = self._data_terms(W, False, True)
+        return g + self.l2 * W
+
+    def value_and_grad(self, W):
+        """Both :meth:`value` and :meth:`grad` from one pass over the data."""
+        xp = check_iterates(W, self.n_clients, self.dim)
+        v, g = self._data_terms(W, True, True)
+        return v + (self.l2 / 2) * xp.sum(W * W, axis=-1), g + self.l2 * W
 
     def smoothness(self) -> np.ndarray:  # pragma: no cover - abstract
         """Per-client smoothness constants ``L_i``, shape (N,)."""

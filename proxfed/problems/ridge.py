@@ -9,7 +9,7 @@ import scipy.linalg
 
 from .. import _backend as B
 from ..metrics import r2_score
-from ._layout import DeviceCache, check_iterates, row_buckets
+from ._layout import DeviceCache, row_buckets, unpermute
 from .base import FederatedProblem
 
 __all__ = ["Ridge"]
@@ -67,6 +67,7 @@ class Ridge(FederatedProblem):
         if dataset.y.dtype.kind not in "fiu":
             raise TypeError("Ridge needs real-valued targets")
         self.alpha = float(alpha)
+        self.l2 = self.alpha / 2
         d = dataset.n_features
         sizes = dataset.client_sizes
         self._gram_clients = np.flatnonzero(sizes > d)
@@ -101,7 +102,7 @@ class Ridge(FederatedProblem):
             "inverse": put(self._inverse),
         }
 
-    def _blocks(self, W, want_value: bool, want_grad: bool):
+    def _data_terms(self, W, want_value: bool, want_grad: bool):
         xp = B.namespace(W)
         dev = self._device.get(W)
         values, grads = [], []
@@ -119,28 +120,7 @@ class Ridge(FederatedProblem):
                 grads.append((xp.matrix_transpose(X) @ r[..., None])[..., 0])
             if want_value:
                 values.append(0.5 * xp.sum(r * r, axis=-1))
-        inv = dev["inverse"]
-        g = xp.take(xp.concat(grads, axis=-2), inv, axis=-2) if want_grad else None
-        v = xp.take(xp.concat(values, axis=-1), inv, axis=-1) if want_value else None
-        return v, g
-
-    def value(self, W):
-        """``f_i(w_i) = 1/2 ||A_i w_i - b_i||^2 + (alpha/4) ||w_i||^2`` for every client, shape (..., N)."""
-        xp = check_iterates(W, self.n_clients, self.dim)
-        v, _ = self._blocks(W, True, False)
-        return v + (self.alpha / 4) * xp.sum(W * W, axis=-1)
-
-    def grad(self, W):
-        """``A_i^T (A_i w_i - b_i) + (alpha/2) w_i`` for every client, shape (..., N, d)."""
-        check_iterates(W, self.n_clients, self.dim)
-        _, g = self._blocks(W, False, True)
-        return g + (self.alpha / 2) * W
-
-    def value_and_grad(self, W):
-        """Both :meth:`value` and :meth:`grad` from one pass over the data."""
-        xp = check_iterates(W, self.n_clients, self.dim)
-        v, g = self._blocks(W, True, True)
-        return v + (self.alpha / 4) * xp.sum(W * W, axis=-1), g + (self.alpha / 2) * W
+        return unpermute(values, grads, dev["inverse"])
 
     def _singular_extremes(self):
         d = self.dim

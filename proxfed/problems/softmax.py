@@ -11,7 +11,7 @@ import scipy.sparse.linalg
 
 from .. import _backend as B
 from ..metrics import accuracy
-from ._layout import DeviceCache, check_iterates, row_buckets
+from ._layout import DeviceCache, row_buckets, unpermute
 from .base import FederatedProblem
 
 __all__ = ["SoftmaxRegression"]
@@ -74,6 +74,7 @@ class SoftmaxRegression(FederatedProblem):
         if init not in ("uniform", "zeros"):
             raise ValueError(f"init must be 'uniform' or 'zeros', got {init!r}")
         self.alpha = float(alpha)
+        self.l2 = self.alpha
         self.n_classes = int(n_classes)
         self.init = init
         self._scale = self.n_clients / dataset.n_samples
@@ -108,7 +109,7 @@ class SoftmaxRegression(FederatedProblem):
             out.append((put(bk.clients), put(bk.X), onehot, put(bk.mask)))
         return {"buckets": out, "inverse": put(self._inverse)}
 
-    def _blocks(self, W, want_value: bool, want_grad: bool):
+    def _data_terms(self, W, want_value: bool, want_grad: bool):
         xp = B.namespace(W)
         dev = self._device.get(W)
         values, grads = [], []
@@ -123,28 +124,7 @@ class SoftmaxRegression(FederatedProblem):
                 gW = xp.matrix_transpose(X) @ R
                 gc = xp.sum(R, axis=-2)
                 grads.append(xp.concat([xp.reshape(gW, gW.shape[:-2] + (-1,)), gc], axis=-1))
-        inv = dev["inverse"]
-        v = xp.take(xp.concat(values, axis=-1), inv, axis=-1) if want_value else None
-        g = xp.take(xp.concat(grads, axis=-2), inv, axis=-2) if want_grad else None
-        return v, g
-
-    def value(self, W):
-        """``f_i(w_i)`` for every client, shape (..., N)."""
-        xp = check_iterates(W, self.n_clients, self.dim)
-        v, _ = self._blocks(W, True, False)
-        return v + (self.alpha / 2) * xp.sum(W * W, axis=-1)
-
-    def grad(self, W):
-        """``grad f_i(w_i)`` for every client, shape (..., N, d)."""
-        check_iterates(W, self.n_clients, self.dim)
-        _, g = self._blocks(W, False, True)
-        return g + self.alpha * W
-
-    def value_and_grad(self, W):
-        """Both :meth:`value` and :meth:`grad` from one pass over the data."""
-        xp = check_iterates(W, self.n_clients, self.dim)
-        v, g = self._blocks(W, True, True)
-        return v + (self.alpha / 2) * xp.sum(W * W, axis=-1), g + self.alpha * W
+        return unpermute(values, grads, dev["inverse"])
 
     def smoothness(self) -> np.ndarray:
         """``L_i = (N/n) (1/2) sigma_max([X_i, 1])^2 + alpha``, shape (N,)."""
