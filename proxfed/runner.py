@@ -132,7 +132,11 @@ class _Recorder:
         self.rows: list[dict] = []
         self._ref_device = None
 
-    def record(self, state: State, elapsed: float) -> dict:
+    def append(self, row: dict) -> None:
+        self.rows.append(row)
+
+    def compute(self, state: State, elapsed: float) -> dict:
+        """One history row (not yet appended)."""
         xp = B.namespace(state.w)
         host = lambda a: np.asarray(B.to_numpy(a), dtype=np.float64)  # noqa: E731
         w_avg = self.algorithm.consensus.mean(state.w)[..., 0, :]
@@ -162,7 +166,6 @@ class _Recorder:
         elif self.split is not None:
             row["metric"] = np.asarray(self.problem.score(w_out, self.split), dtype=np.float64)
         row["time"] = float(elapsed)
-        self.rows.append(row)
         return row
 
     def history(self) -> dict:
@@ -229,8 +232,11 @@ def run(
     Returns
     -------
     RunResult
-        Its status is ``"diverged"`` (with the last finite state and the
-        history so far) if an iterate becomes NaN or infinite.
+        A run whose iterates or recorded loss become NaN or infinite has
+        status ``"diverged"``: it returns to its state at the last finite
+        history record (a single run stops there; in a batch that run is
+        frozen there, accounting included, and the others go on), and the
+        history holds only finite records.
     """
     from tqdm.auto import tqdm
 
@@ -285,26 +291,28 @@ def run(
     t0 = time.perf_counter()
     status, message = "completed", f"completed {iterations} iterations"
 
-    def record_and_check(st) -> bool:
-        row = recorder.record(st, time.perf_counter() - t0)
-        return any(bool(cb(row, st)) for cb in callbacks)
+    # A run diverges when its iterates or its recorded loss become non-finite. It then returns to
+    # its state at the last finite record ("good"): a single run stops there; in a batch the run is
+    # frozen there (iterates, control variates and accounting) while the others go on.
+    frozen = np.zeros(batch, bool)
+    diverged_at: dict[int, int] = {}
 
-    frozen = np.zeros(batch, bool)  # batched runs that diverged keep their last finite state
-
-    def diverging(st) -> np.ndarray:
-        """Per-run flags: non-finite iterates or a non-finite loss in the last record."""
+    def nonfinite_iterates(st) -> np.ndarray:
         flat = xp.reshape(st.w, batch + (-1,))
-        bad = ~B.to_numpy(xp.all(xp.isfinite(flat), axis=-1))
-        if recorder.rows and recorder.rows[-1]["iteration"] == st.t:
-            bad = bad | ~np.isfinite(recorder.rows[-1]["loss"])
-        return bad
+        return ~B.to_numpy(xp.all(xp.isfinite(flat), axis=-1))
 
-    def record_and_check(st) -> bool:
-        row = recorder.record(st, time.perf_counter() - t0)
-        return any(bool(cb(row, st)) for cb in callbacks)
+    def freeze(st, bad, good_st):
+        for r in np.flatnonzero(np.atleast_1d(bad & ~frozen)):
+            diverged_at[int(r)] = st.t
+        return _merge_runs(~bad, st, good_st)
 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        stop = record_and_check(state)
+        row = recorder.compute(state, 0.0)
+        if not np.all(np.isfinite(row["loss"])):
+            raise ValueError("the loss at the starting point is not finite; check w0 and the data")
+        recorder.append(row)
+        good = state
+        stop = any(bool(cb(row, state)) for cb in callbacks)
         first_t = state.t
         with tqdm(total=iterations, disable=not progress, desc=algorithm.name, leave=False) as bar:
             for j in range(iterations):
@@ -312,38 +320,59 @@ def run(
                     break
                 coin = coins[..., j]
                 new = algorithm.step(state, problem, coin if batch else bool(coin))
-                bad = diverging(new) | frozen
-                if bad.any():
-                    if not batch or bad.all():
-                        status = "diverged"
-                        message = (f"iterates became non-finite at iteration {new.t}; "
-                                   f"kept the state of iteration {state.t}")
-                        if recorder.rows[-1]["iteration"] != state.t:
-                            recorder.record(state, time.perf_counter() - t0)
-                        break
-                    frozen = bad
-                    new = new.replace(w=select_runs(~bad, new.w, state.w), h=select_runs(~bad, new.h, state.h))
+                bad = nonfinite_iterates(new)
+                if not batch and bad:
+                    status = "diverged"
+                    message = (f"iterates became non-finite at iteration {new.t}; "
+                               f"kept the state of iteration {good.t} (the last finite record)")
+                    state = good
+                    break
+                if batch and (bad | frozen).any():
+                    new = freeze(new, bad | frozen, good)
+                    frozen = frozen | bad
                 state = new
                 bar.update(1)
                 done = state.t - first_t
                 if done % every == 0 or done == iterations:
-                    stop = record_and_check(state)
-                    if batch and diverging(state).any():
-                        frozen = frozen | diverging(state)
-                    elif not batch and diverging(state).any():
+                    row = recorder.compute(state, time.perf_counter() - t0)
+                    bad_loss = ~np.isfinite(np.asarray(row["loss"]))
+                    if not batch and bad_loss:
                         status = "diverged"
-                        message = f"the loss became non-finite at iteration {state.t}"
+                        message = (f"the loss became non-finite at iteration {state.t}; "
+                                   f"kept the state of iteration {good.t} (the last finite record)")
+                        state = good
                         break
-    if status == "completed" and state.t - first_t < iterations:
-        status, message = "stopped", f"stopped by a callback at iteration {state.t}"
+                    if batch and (bad_loss & ~frozen).any():
+                        state = freeze(state, bad_loss | frozen, good)
+                        frozen = frozen | bad_loss
+                        row = recorder.compute(state, time.perf_counter() - t0)
+                    recorder.append(row)
+                    good = state
+                    stop = any(bool(cb(row, state)) for cb in callbacks)
+                if batch and frozen.all():
+                    break
     if status == "completed" and frozen.any():
         status = "diverged"
-        message = (f"runs {np.flatnonzero(frozen).tolist()} diverged and were frozen at their last finite "
-                   f"state; the others completed {iterations} iterations")
+        where = ", ".join(f"run {r} at iteration {t}" for r, t in sorted(diverged_at.items()))
+        message = (f"runs {np.flatnonzero(frozen).tolist()} diverged ({where}) and were frozen at their last "
+                   f"finite record; the others ran {state.t - first_t} iterations")
+    elif status == "completed" and state.t - first_t < iterations:
+        status, message = "stopped", f"stopped by a callback at iteration {state.t}"
     return RunResult(
         w=algorithm.output(state), state=state, history=recorder.history(),
         status=status, message=message, config=config,
     )
+
+
+def _merge_runs(keep_new: np.ndarray, new: State, old: State) -> State:
+    """Per run: ``new`` where ``keep_new``, else ``old`` (iterates, extras and accounting)."""
+    acc = {}
+    for name in ("communications", "bits_up", "bits_down", "values_up", "upload_nnz"):
+        a, b = getattr(new, name), getattr(old, name)
+        acc[name] = np.where(keep_new.reshape(keep_new.shape + (1,) * (a.ndim - keep_new.ndim)), a, b)
+    extras = {k: select_runs(keep_new, v, old.extras[k]) for k, v in new.extras.items()}
+    return new.replace(w=select_runs(keep_new, new.w, old.w), h=select_runs(keep_new, new.h, old.h),
+                       extras=extras, **acc)
 
 
 def _problem_config(problem) -> dict:
