@@ -7,7 +7,7 @@ import numpy as np
 from .. import _backend as B
 from .dataset import FederatedDataset, Split
 
-__all__ = ["make_sparse_regression"]
+__all__ = ["make_sparse_regression", "make_fedprox_synthetic"]
 
 
 def _check_int(value, name: str, low: int) -> int:
@@ -128,4 +128,116 @@ def make_sparse_regression(
         validation=Split(Xv, yv),
         name=f"synthetic-sparse-regression(seed={seed})",
         meta={"w_true": np.append(w_true, intercept), "support": support, "seed": seed},
+    )
+
+
+def make_fedprox_synthetic(
+    alpha: float = 1.0,
+    beta: float = 1.0,
+    n_clients: int = 30,
+    n_features: int = 60,
+    n_classes: int = 10,
+    size_log_mean: float = 4.0,
+    size_log_sigma: float = 2.0,
+    size_offset: int = 50,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+) -> FederatedDataset:
+    """FedProx's Synthetic(alpha, beta) federated softmax-regression data (Li et al., 2020).
+
+    The generator of the FedProx paper (after Shamir et al., 2014), for
+    client ``k``, with every draw from the client's own stream ``rng(seed, 10, k)``:
+
+    * ``u_k ~ N(0, alpha^2)`` and ``B_k ~ N(0, beta^2)`` (``alpha`` controls how
+      much the local models differ, ``beta`` how much the local features differ;
+      as in the FedProx code, ``alpha`` and ``beta`` are standard deviations);
+    * model ``W_k`` (``n_features x n_classes``) and ``b_k`` (``n_classes``) with
+      entries ``~ N(u_k, 1)``;
+    * feature mean ``v_k`` with entries ``~ N(B_k, 1)``; rows
+      ``x ~ N(v_k, Sigma)`` with ``Sigma = diag(j^-1.2)``, ``j = 1 .. n_features``;
+    * label ``y = argmax(softmax(x W_k + b_k)) = argmax(x W_k + b_k)``;
+    * ``m_k = floor(LogNormal(size_log_mean, size_log_sigma)) + size_offset`` rows,
+      of which the first ``floor((1 - test_fraction) * m_k)`` are the client's
+      training rows and the rest go to the pooled test split.
+
+    No bias column is added (:class:`~proxfed.problems.SoftmaxRegression`
+    fits its own intercept). Because every client has its own random stream,
+    client ``k`` is the same whatever ``n_clients``.
+
+    Parameters
+    ----------
+    alpha, beta : float >= 0
+        Model and feature heterogeneity. ``Synthetic(0, 0)``, ``(0.5, 0.5)``
+        and ``(1, 1)`` are the settings of the FedProx paper.
+    n_clients, n_features, n_classes : int
+        30, 60 and 10 in the paper.
+    size_log_mean, size_log_sigma, size_offset : float, float, int
+        Client-size distribution (power-law-like, as in the FedProx code).
+    test_fraction : float in [0, 1)
+        Share of each client's rows held out for the pooled test split.
+    seed : int
+
+    Returns
+    -------
+    FederatedDataset
+        Integer labels; ``test`` split; ``meta``: ``n_classes``,
+        ``test_offsets`` (each client's slice of the test split), ``W`` (N x
+        p x C) and ``b`` (N x C), the true local models.
+
+    Examples
+    --------
+    >>> from proxfed.data import make_fedprox_synthetic
+    >>> ds = make_fedprox_synthetic(0.5, 0.5, n_clients=4, seed=0)
+    >>> ds.n_clients, ds.n_features, ds.y.dtype.kind
+    (4, 60, 'i')
+    """
+    for value, name in ((alpha, "alpha"), (beta, "beta"), (size_log_sigma, "size_log_sigma")):
+        if isinstance(value, bool) or not np.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    n_clients = _check_int(n_clients, "n_clients", 1)
+    n_features = _check_int(n_features, "n_features", 1)
+    n_classes = _check_int(n_classes, "n_classes", 2)
+    size_offset = _check_int(size_offset, "size_offset", 1)
+    if not np.isfinite(size_log_mean):
+        raise ValueError(f"size_log_mean must be finite, got {size_log_mean!r}")
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
+    B._check_seed(seed)
+
+    sd = np.power(np.arange(1, n_features + 1, dtype=np.float64), -1.2) ** 0.5
+    Xs, ys, Xt, yt, Ws, bs = [], [], [], [], [], []
+    for k in range(n_clients):
+        g = B.rng(seed, 10, k)
+        u_k = g.normal(0.0, alpha)
+        B_k = g.normal(0.0, beta)
+        W = g.normal(u_k, 1.0, (n_features, n_classes))
+        b = g.normal(u_k, 1.0, n_classes)
+        v = g.normal(B_k, 1.0, n_features)
+        m = int(np.floor(g.lognormal(size_log_mean, size_log_sigma))) + size_offset
+        x = v + sd * g.standard_normal((m, n_features))
+        y = np.argmax(x @ W + b, axis=1).astype(np.int64)
+        n_train = max(1, int(np.floor((1 - test_fraction) * m)))
+        Xs.append(x[:n_train])
+        ys.append(y[:n_train])
+        Xt.append(x[n_train:])
+        yt.append(y[n_train:])
+        Ws.append(W)
+        bs.append(b)
+    test_sizes = [a.shape[0] for a in Xt]
+    X_test = np.concatenate(Xt)
+    return FederatedDataset(
+        np.concatenate(Xs),
+        np.concatenate(ys),
+        np.concatenate([[0], np.cumsum([a.shape[0] for a in Xs])]).astype(np.int64),
+        test=Split(X_test, np.concatenate(yt)) if X_test.shape[0] else None,
+        name=f"fedprox-synthetic({alpha:g},{beta:g},seed={seed})",
+        meta={
+            "n_classes": n_classes,
+            "test_offsets": np.concatenate([[0], np.cumsum(test_sizes)]).astype(np.int64),
+            "W": np.stack(Ws),
+            "b": np.stack(bs),
+            "alpha": float(alpha),
+            "beta": float(beta),
+            "seed": int(seed),
+        },
     )
