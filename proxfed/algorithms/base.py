@@ -262,6 +262,18 @@ def _seeds_and_keys(seed, runs):
     return seeds, [0] * n
 
 
+def gradient(problem, W, state: State):
+    """The gradient oracle: ``problem.grad(W)``, or ``problem.grad(W, step=state.t)`` for stochastic problems.
+
+    A problem with ``stochastic = True`` draws its minibatches from streams keyed
+    by the iteration (and its own seed, run and client), so a resumed run sees
+    the same minibatches.
+    """
+    if getattr(problem, "stochastic", False):
+        return problem.grad(W, step=state.t)
+    return problem.grad(W)
+
+
 def coin_array(coin, batch_shape: tuple) -> np.ndarray:
     """Validate a coin (bool or per-run bools) and broadcast it to the batch shape."""
     c = B.to_numpy(coin)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .. import _backend as B
 from ..comm import CommModel
 from ..prox import TopK
-from .base import Algorithm, State, check_count, check_positive, coin_array, hyper_like, select_runs
+from .base import Algorithm, State, check_count, check_positive, coin_array, gradient, hyper_like, select_runs
 
 __all__ = ["FedAvg", "FedHT", "Scaffold", "fedavg", "fedht", "fediht", "scaffold"]
 
@@ -80,7 +80,7 @@ class FedAvg(_FixedSchedule):
         """One local step for every client; average (and prune) where ``coin`` is true."""
         xp = B.namespace(state.w)
         W = state.w
-        V = W - hyper_like(self.gamma, W) * problem.grad(W)
+        V = W - hyper_like(self.gamma, W) * gradient(problem, W, state)
         if self.local_topk:
             V = self.topk.prox(V, 1.0)
         mask = coin_array(coin, state.batch_shape)
@@ -154,7 +154,7 @@ class Scaffold(_FixedSchedule):
         W, ex = state.w, state.extras
         gamma = hyper_like(self.gamma, W)
         c_i, c, x = ex["c_client"], ex["c_server"], ex["x"]
-        V = W - gamma * (problem.grad(W) - c_i + c)
+        V = W - gamma * (gradient(problem, W, state) - c_i + c)
         mask = coin_array(coin, state.batch_shape)
         if not mask.any():
             return state.replace(w=V, t=state.t + 1)

@@ -26,7 +26,7 @@ import numpy as np
 from .. import _backend as B
 from ..comm import CommModel
 from ..prox import L1, ProxOperator, TopK
-from .base import Algorithm, State, check_positive, check_probability, coin_array, hyper_like, select_runs
+from .base import Algorithm, State, check_positive, check_probability, coin_array, gradient, hyper_like, select_runs
 
 __all__ = [
     "Algorithm1",
@@ -164,7 +164,7 @@ class Algorithm1(Algorithm):
         W, H = state.w, state.h
         gamma = hyper_like(self.gamma, W)
         point = W if self.grad_at == "dense" else self.sparsifier.prox(W, gamma)
-        V = W - gamma * (problem.grad(point) - H)                          # line 6
+        V = W - gamma * (gradient(problem, point, state) - H)              # line 6
         if self.local is not None:
             V = self.local.prox(V, gamma)                                   # line 7
         mask = coin_array(coin, state.batch_shape)
