@@ -189,6 +189,7 @@ def run(
     reference="auto",
     callbacks: Sequence[Callable] = (),
     progress: bool = False,
+    jumps: bool = True,
 ) -> RunResult:
     """Run ``algorithm`` on ``problem`` for ``iterations`` local steps.
 
@@ -228,6 +229,11 @@ def run(
         True stops the run (status ``"stopped"``).
     progress : bool
         Show a progress bar.
+    jumps : bool
+        Replace stretches of iterations in which no run communicates by the
+        problem's closed-form local phase where the algorithm allows it
+        (ridge with dense local steps); equal to explicit steps up to rounding.
+        Stretches never cross a history record.
 
     Returns
     -------
@@ -314,12 +320,23 @@ def run(
         good = state
         stop = any(bool(cb(row, state)) for cb in callbacks)
         first_t = state.t
+        any_coin = coins.reshape(-1, iterations).any(axis=0)
+        next_coin = _next_true(any_coin)
+        jump = jumps and algorithm.can_jump(problem, state)
+        j = 0
         with tqdm(total=iterations, disable=not progress, desc=algorithm.name, leave=False) as bar:
-            for j in range(iterations):
+            while j < iterations:
                 if stop:
                     break
-                coin = coins[..., j]
-                new = algorithm.step(state, problem, coin if batch else bool(coin))
+                # a stretch without any communication (and no record inside) in closed form
+                k = min(next_coin[j], iterations, j + every - (j % every)) - j if jump else 0
+                if k >= 2:
+                    new = algorithm.local_phase(state, problem, k)
+                else:
+                    k = 1
+                    coin = coins[..., j]
+                    new = algorithm.step(state, problem, coin if batch else bool(coin))
+                j += k
                 bad = nonfinite_iterates(new)
                 if not batch and bad:
                     status = "diverged"
@@ -331,7 +348,7 @@ def run(
                     new = freeze(new, bad | frozen, good)
                     frozen = frozen | bad
                 state = new
-                bar.update(1)
+                bar.update(k)
                 done = state.t - first_t
                 if done % every == 0 or done == iterations:
                     row = recorder.compute(state, time.perf_counter() - t0)
@@ -362,6 +379,13 @@ def run(
         w=algorithm.output(state), state=state, history=recorder.history(),
         status=status, message=message, config=config,
     )
+
+
+def _next_true(flags: np.ndarray) -> np.ndarray:
+    """``out[j]`` = the first index ``>= j`` where ``flags`` is true (``len(flags)`` if none)."""
+    n = flags.shape[0]
+    idx = np.where(flags, np.arange(n), n)
+    return np.minimum.accumulate(idx[::-1])[::-1] if n else idx
 
 
 def _merge_runs(keep_new: np.ndarray, new: State, old: State) -> State:

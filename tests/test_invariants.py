@@ -577,8 +577,9 @@ def test_batched_run_freezes_only_the_diverged_run():
     assert "[1]" in res.message
     # run 0 is unaffected: the same as the single run with the same seed (stream (seed, run 0))
     single = proxfed.run(proxskip(1 / L, 0.5), problem, 150, seed=0, every=1)
-    np.testing.assert_array_equal(np.asarray(res.state.w)[0], np.asarray(single.state.w))
-    np.testing.assert_array_equal(res.history["loss"][:, 0], single.history["loss"])
+    # equal to rounding: the single run jumps over its coin-free stretches in closed form
+    np.testing.assert_allclose(np.asarray(res.state.w)[0], np.asarray(single.state.w), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(res.history["loss"][:, 0], single.history["loss"], rtol=1e-12)
     assert np.all(np.isfinite(np.asarray(res.state.w)))
     for key, values in res.history.items():
         assert np.all(np.isfinite(values)), f"history[{key!r}] has non-finite entries"

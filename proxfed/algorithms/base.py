@@ -189,6 +189,26 @@ class Algorithm:
         """One iteration of every client; communicate where ``coin`` is true."""
         raise NotImplementedError
 
+    def can_jump(self, problem, state: State) -> bool:
+        """Whether :meth:`local_phase` may replace explicit steps (False unless a rule says so)."""
+        return False
+
+    def local_phase(self, state: State, problem, k: int) -> State:
+        """``k`` local steps without communication at once (``problem.local_steps`` closed form).
+
+        Only valid where :meth:`can_jump` is true: dense local steps
+        ``w_i <- w_i - gamma (grad f_i(w_i) - h_i)`` with the control variates fixed.
+        """
+        if not self.can_jump(problem, state):
+            raise ValueError(f"{self.name} cannot jump over local steps on this problem")
+        w = problem.local_steps(state.w, state.h, self.gamma, k)
+        return state.replace(w=w, t=state.t + int(k))
+
+    @staticmethod
+    def _problem_can_jump(problem, state: State) -> bool:
+        return (not getattr(problem, "stochastic", False) and hasattr(problem, "local_steps")
+                and problem.supports_local_steps(state.w))
+
     def output(self, state: State):
         """The model to evaluate, ``final.prox(mean_i w_i)``, of shape (..., d)."""
         wbar = self.consensus.mean(state.w)[..., 0, :]

@@ -76,6 +76,10 @@ class FedAvg(_FixedSchedule):
             out["k"] = self.topk.k
         return out
 
+    def can_jump(self, problem, state: State) -> bool:
+        """Dense local steps (no local TopK) have a closed form on suitable problems."""
+        return not self.local_topk and self._problem_can_jump(problem, state)
+
     def step(self, state: State, problem, coin) -> State:
         """One local step for every client; average (and prune) where ``coin`` is true."""
         xp = B.namespace(state.w)
@@ -147,6 +151,10 @@ class Scaffold(_FixedSchedule):
         xp = B.namespace(W)
         zeros = xp.zeros(W.shape, dtype=W.dtype, device=B.device_of(W))
         return {"c_client": zeros, "c_server": self.consensus.mean(zeros), "x": self.consensus.mean(W)}
+
+    def can_jump(self, problem, state: State) -> bool:
+        """Corrected local steps are dense steps with ``h_i = c_i - c`` fixed within a round."""
+        return self._problem_can_jump(problem, state)
 
     def step(self, state: State, problem, coin) -> State:
         """One corrected local step; the SCAFFOLD round update where ``coin`` is true."""

@@ -155,6 +155,10 @@ class Algorithm1(Algorithm):
             raise ValueError(f"per-run hyperparameters have different lengths: {sorted(sizes)}")
         return sizes.pop() if sizes else None
 
+    def can_jump(self, problem, state: State) -> bool:
+        """Local phases have a closed form when local steps are plain dense gradient steps."""
+        return self.local is None and self.grad_at == "dense" and self._problem_can_jump(problem, state)
+
     def step(self, state: State, problem, coin) -> State:
         """One iteration of Algorithm 1 for every client (and run).
 

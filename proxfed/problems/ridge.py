@@ -15,6 +15,32 @@ from .base import FederatedProblem
 __all__ = ["Ridge"]
 
 
+#: Bytes of client rows per chunk, so that ``X^T r`` re-reads ``X`` from the L2 cache.
+CHUNK_BYTES = 384 * 1024
+
+
+def _cache_chunks(X: np.ndarray) -> list:
+    """Slices of the client axis of a bucket ``X`` (Nb, rows, d) of about CHUNK_BYTES each."""
+    per_client = X.shape[1] * X.shape[2] * 8
+    step = max(1, CHUNK_BYTES // per_client)
+    return [slice(i, i + step) for i in range(0, X.shape[0], step)]
+
+
+def _psi(lam, gamma, k):
+    """``(1 - (1 - gamma lam)^k) / lam`` (``k gamma`` where ``lam = 0``), broadcast to (..., R).
+
+    ``lam`` has shape (..., 1), ``gamma`` and ``k`` shape (R,). Uses ``expm1``/``log1p``
+    where ``0 < gamma lam < 1`` to avoid cancellation for small ``gamma lam``.
+    """
+    lam = np.asarray(lam, dtype=np.float64)
+    x = gamma * lam  # (..., R)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stable = -np.expm1(k * np.log1p(-np.minimum(x, 0.5))) / lam
+        direct = (1.0 - np.power(1.0 - x, k)) / lam
+    out = np.where(x < 0.5, stable, direct)
+    return np.where(lam == 0, k * gamma * np.ones_like(x), out)
+
+
 class Ridge(FederatedProblem):
     r"""Federated ridge regression with unnormalized client sums.
 
@@ -68,23 +94,49 @@ class Ridge(FederatedProblem):
             raise TypeError("Ridge needs real-valued targets")
         self.alpha = float(alpha)
         self.l2 = self.alpha / 2
-        d = dataset.n_features
-        sizes = dataset.client_sizes
-        self._gram_clients = np.flatnonzero(sizes > d)
-        self._row_clients = np.flatnonzero(sizes <= d)
-        G, c, half_bb = [], [], []
-        for i in self._gram_clients:
-            A, b = dataset.client(int(i))
-            G.append(A.T @ A)
-            c.append(A.T @ b)
-            half_bb.append(0.5 * float(b @ b))
-        self._G = np.array(G).reshape(-1, d, d)
-        self._c = np.array(c).reshape(-1, d)
-        self._half_bb = np.array(half_bb)
-        self._buckets = row_buckets(dataset, self._row_clients)
-        order = np.concatenate([self._gram_clients] + [bk.clients for bk in self._buckets])
-        self._inverse = np.argsort(order)
+        single = self._layout(dataset.n_features)
+        self._gram_clients, self._row_clients = single["gram_clients"], single["row_clients"]
+        self._G, self._c, self._half_bb = single["G"], single["c"], single["half_bb"]
+        self._buckets, self._inverse = single["buckets"], single["inverse"]
+        self._layouts = {"single": single}
+        self._host_cache: dict = {}
         self._device = DeviceCache(self._to_device)
+
+    def _layout(self, max_rows: float) -> dict:
+        """Clients with more than ``max_rows`` rows in Gram form, the others in row buckets."""
+        d = self.dataset.n_features
+        sizes = self.dataset.client_sizes
+        gram_clients = np.flatnonzero(sizes > max_rows)
+        row_clients = np.flatnonzero(sizes <= max_rows)
+        G = np.empty((gram_clients.size, d, d))
+        c = np.empty((gram_clients.size, d))
+        half_bb = np.empty(gram_clients.size)
+        for j, i in enumerate(gram_clients):
+            A, b = self.dataset.client(int(i))
+            G[j] = A.T @ A
+            c[j] = A.T @ b
+            half_bb[j] = 0.5 * float(b @ b)
+        buckets = row_buckets(self.dataset, row_clients)
+        order = np.concatenate([gram_clients] + [bk.clients for bk in buckets])
+        return {"gram_clients": gram_clients, "row_clients": row_clients, "G": G, "c": c, "half_bb": half_bb,
+                "buckets": buckets, "inverse": np.argsort(order)}
+
+    def _host_layout(self, batched: bool, dtype) -> dict:
+        """The NumPy layout for one dtype; batched runs put clients with more than d/2 rows in Gram form."""
+        key = (batched, np.dtype(dtype).str)
+        if key not in self._host_cache:
+            mode = "batched" if batched else "single"
+            if mode not in self._layouts:
+                self._layouts[mode] = self._layout(self.dataset.n_features / 2)
+            lay = self._layouts[mode]
+            cast = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
+            self._host_cache[key] = {
+                "gram_clients": lay["gram_clients"], "G": cast(lay["G"]), "c": cast(lay["c"][..., None]),
+                "half_bb": cast(lay["half_bb"][:, None]),
+                "buckets": [(bk.clients[sl], cast(bk.X[sl]), cast(bk.y[sl, :, None]))
+                            for bk in lay["buckets"] for sl in _cache_chunks(bk.X)],
+            }
+        return self._host_cache[key]
 
     @property
     def dim(self) -> int:
@@ -103,6 +155,8 @@ class Ridge(FederatedProblem):
         }
 
     def _data_terms(self, W, want_value: bool, want_grad: bool):
+        if isinstance(W, np.ndarray) and W.dtype in (np.float32, np.float64):
+            return self._data_terms_numpy(W, want_value, want_grad)
         xp = B.namespace(W)
         dev = self._device.get(W)
         values, grads = [], []
@@ -121,6 +175,98 @@ class Ridge(FederatedProblem):
             if want_value:
                 values.append(0.5 * xp.sum(r * r, axis=-1))
         return unpermute(values, grads, dev["inverse"])
+
+    def _data_terms_numpy(self, W, want_value: bool, want_grad: bool):
+        """NumPy fast path: runs last, so every block is one batched GEMM; results written in place."""
+        lead, (N, d) = W.shape[:-2], W.shape[-2:]
+        R = int(np.prod(lead, dtype=np.int64))
+        lay = self._host_layout(R > 1, W.dtype)
+        Wt = np.moveaxis(W.reshape(R, N, d), 0, -1)  # (N, d, R) view
+        grad = np.empty((N, d, R), dtype=W.dtype) if want_grad else None
+        value = np.empty((N, R), dtype=W.dtype) if want_value else None
+        gidx = lay["gram_clients"]
+        if gidx.size:
+            Wg = Wt[gidx]
+            Gw = np.matmul(lay["G"], Wg)
+            if want_value:
+                value[gidx] = np.einsum("ndr,ndr->nr", Wg, 0.5 * Gw - lay["c"]) + lay["half_bb"]
+            if want_grad:
+                np.subtract(Gw, lay["c"], out=Gw)
+                grad[gidx] = Gw
+        for idx, X, y in lay["buckets"]:
+            r = np.matmul(X, Wt[idx])
+            r -= y
+            if want_grad:
+                grad[idx] = np.matmul(np.swapaxes(X, 1, 2), r)  # X is still in cache
+            if want_value:
+                value[idx] = 0.5 * np.einsum("nkr,nkr->nr", r, r)
+        g = None if grad is None else np.moveaxis(grad, -1, 0).reshape(lead + (N, d))
+        v = None if value is None else np.moveaxis(value, -1, 0).reshape(lead + (N,))
+        return v, g
+
+    # -- closed-form local phases ---------------------------------------------------------
+    def supports_local_steps(self, W) -> bool:
+        """Whether :meth:`local_steps` has a closed form for iterates like ``W`` (NumPy float)."""
+        return isinstance(W, np.ndarray) and W.dtype in (np.float32, np.float64)
+
+    def _spectral(self, dtype) -> dict:
+        """Per-block eigenbases of ``A_i^T A_i``: ``V`` (n, d, r), eigenvalues ``s2`` and ``V^T c``."""
+        key = ("spectral", np.dtype(dtype).str)
+        if key not in self._host_cache:
+            lay = self._host_layout(False, np.float64)
+            blocks = []
+            if lay["gram_clients"].size:
+                s2, V = np.linalg.eigh(lay["G"])
+                blocks.append((lay["gram_clients"], V, np.maximum(s2, 0.0), lay["c"]))
+            for idx, X, y in lay["buckets"]:
+                _, s, Vt = np.linalg.svd(X, full_matrices=False)
+                blocks.append((idx, np.swapaxes(Vt, 1, 2), s**2, np.matmul(np.swapaxes(X, 1, 2), y)))
+            cast = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
+            self._host_cache[key] = [
+                (idx, cast(V), cast(s2[..., None]), cast(np.matmul(np.swapaxes(V, 1, 2), c)))
+                for idx, V, s2, c in blocks
+            ]
+        return self._host_cache[key]
+
+    def local_steps(self, W, H, gamma, k):
+        """``k`` local steps ``w_i <- w_i - gamma (grad f_i(w_i) - h_i)`` at once, in closed form.
+
+        With ``H_i = A_i^T A_i + (alpha/2) I`` the recursion is linear, so
+        ``w_k = w_0 - Psi_k(H_i) (grad f_i(w_0) - h_i)`` with
+        ``Psi_k(lam) = (1 - (1 - gamma lam)^k) / lam`` (``k gamma`` at ``lam = 0``),
+        applied in each client's eigenbasis. Equal to ``k`` explicit steps up to
+        rounding; costs about one gradient evaluation whatever ``k``.
+
+        Parameters
+        ----------
+        W, H : ndarray, shape (..., N, d)
+            Client iterates and (fixed) control variates.
+        gamma : float or ndarray (R,)
+        k : int or integer ndarray (R,), >= 0
+            Number of steps (per run).
+        """
+        lead, (N, d) = W.shape[:-2], W.shape[-2:]
+        R = int(np.prod(lead, dtype=np.int64))
+        gam = np.broadcast_to(np.asarray(gamma, dtype=np.float64), (R,))
+        ks = np.broadcast_to(np.asarray(k, dtype=np.float64), (R,))
+        if np.any(ks < 0) or np.any(ks != np.round(ks)):
+            raise ValueError(f"k must be a non-negative integer, got {k!r}")
+        half = self.alpha / 2
+        psi_half = _psi(np.full(1, half), gam, ks)  # (1, R)
+        Wt = np.moveaxis(W.reshape(R, N, d), 0, -1)
+        Ht = np.moveaxis(H.reshape(R, N, d), 0, -1)
+        # off the clients' row spaces H_i acts as (alpha/2) I
+        out = Wt - psi_half * (half * Wt - Ht)
+        for idx, V, s2, e in self._spectral(W.dtype):
+            w0, h = Wt[idx], Ht[idx]
+            Vt = np.swapaxes(V, 1, 2)
+            z, q = np.matmul(Vt, w0), np.matmul(Vt, h)
+            lam = s2 + half
+            v_basis = lam * z - e - q
+            psi = _psi(lam, gam, ks).astype(W.dtype, copy=False)
+            coef = psi_half * (s2 * z - e) + (psi - psi_half) * v_basis
+            out[idx] -= np.matmul(V, coef)
+        return np.moveaxis(out, -1, 0).reshape(W.shape).astype(W.dtype, copy=False)
 
     def _singular_extremes(self):
         d = self.dim
