@@ -110,6 +110,8 @@ class SoftmaxRegression(FederatedProblem):
         return {"buckets": out, "inverse": put(self._inverse)}
 
     def _data_terms(self, W, want_value: bool, want_grad: bool):
+        if isinstance(W, np.ndarray) and W.dtype in (np.float32, np.float64):
+            return self._data_terms_numpy(W, want_value, want_grad)
         xp = B.namespace(W)
         dev = self._device.get(W)
         values, grads = [], []
@@ -125,6 +127,44 @@ class SoftmaxRegression(FederatedProblem):
                 gc = xp.sum(R, axis=-2)
                 grads.append(xp.concat([xp.reshape(gW, gW.shape[:-2] + (-1,)), gc], axis=-1))
         return unpermute(values, grads, dev["inverse"])
+
+    def _host_clients(self, dtype) -> list:
+        """Each client's rows and labels as contiguous host arrays of ``dtype``."""
+        key = np.dtype(dtype).str
+        cache = self.__dict__.setdefault("_host_cache", {})
+        if key not in cache:
+            cache[key] = [(np.ascontiguousarray(X, dtype=dtype), y.astype(np.int64)) for X, y in self.dataset.clients()]
+        return cache[key]
+
+    def _data_terms_numpy(self, W, want_value: bool, want_grad: bool):
+        """NumPy fast path: per client one GEMM over all runs (``X_i @ [W_1 .. W_R]``), no padding."""
+        lead, (N, d) = W.shape[:-2], W.shape[-2:]
+        R = int(np.prod(lead, dtype=np.int64))
+        p, C = self.n_inputs, self.n_classes
+        Wr = W.reshape(R, N, d)
+        value = np.empty((N, R), dtype=W.dtype) if want_value else None
+        grad = np.empty((R, N, d), dtype=W.dtype) if want_grad else None
+        for i, (X, y) in enumerate(self._host_clients(W.dtype)):
+            w = Wr[:, i]
+            Wm = np.ascontiguousarray(w[:, : p * C].reshape(R, p, C).transpose(1, 0, 2)).reshape(p, R * C)
+            Z = (X @ Wm).reshape(-1, R, C)
+            Z += w[:, p * C :]
+            Z -= Z.max(axis=-1, keepdims=True)
+            rows = np.arange(y.size)
+            z_y = Z[rows, :, y] if want_value else None
+            np.exp(Z, out=Z)
+            total = Z.sum(axis=-1, keepdims=True)
+            if want_value:  # -log P[y] = log(sum exp) - z_y, with z shifted by the row max
+                value[i] = self._scale * np.sum(np.log(total[:, :, 0]) - z_y, axis=0)
+            if want_grad:
+                Z /= total
+                Z[rows, :, y] -= 1.0
+                Z *= self._scale
+                grad[:, i, : p * C] = (X.T @ Z.reshape(-1, R * C)).reshape(p, R, C).transpose(1, 0, 2).reshape(R, p * C)
+                grad[:, i, p * C :] = Z.sum(axis=0)
+        v = None if value is None else np.moveaxis(value, -1, 0).reshape(lead + (N,))
+        g = None if grad is None else grad.reshape(lead + (N, d))
+        return v, g
 
     def smoothness(self) -> np.ndarray:
         """``L_i = (N/n) (1/2) sigma_max([X_i, 1])^2 + alpha``, shape (N,)."""
