@@ -1,4 +1,10 @@
-"""Command-line interface: ``proxfed demo`` (also ``python -m proxfed demo``)."""
+"""Command-line interface: ``proxfed demo`` and ``proxfed reproduce`` (also ``python -m proxfed ...``).
+
+``proxfed reproduce blogfeedback --data-dir DIR [--budget smoke|small|paper] [--out DIR]``,
+``proxfed reproduce femnist ...`` (Tables 3, 4, Figure 3 and Appendix D) and
+``proxfed reproduce femnist-appendix-d ...`` (only Appendix D) run
+:func:`proxfed.experiments.paper.reproduce`.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--alpha", type=float, default=10.0, help="ridge regularization (default: %(default)s)")
     demo.add_argument("--methods", nargs="+", default=None, help="subset of methods to run")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    rep = sub.add_parser("reproduce", help="reproduce the paper's BlogFeedback or FEMNIST tables and figures")
+    rep.add_argument("experiment", choices=("blogfeedback", "femnist", "femnist-appendix-d"),
+                     help="blogfeedback: Tables 1, 2, 5 and Figure 2; femnist: Tables 3, 4, Figure 3 and "
+                          "Appendix D; femnist-appendix-d: only Appendix D")
+    rep.add_argument("--data-dir", required=True,
+                     help="the dataset folder, or a folder containing blogfeedback/ or femnist/")
+    rep.add_argument("--budget", choices=("smoke", "small", "paper"), default="smoke",
+                     help="smoke: minutes, checks the pipeline (not a reproduction); paper: the protocol "
+                          "(default: %(default)s)")
+    rep.add_argument("--out", default=None, help="results directory (default: proxfed-results/<dataset>-<budget>)")
+    rep.add_argument("--methods", nargs="+", default=None, help="subset of the methods")
+    rep.add_argument("--seed", type=int, default=0, help="seed of the tuning; final runs use seed+1.. (default: 0)")
+    rep.add_argument("--alpha", type=float, default=None,
+                     help="regularization (default: 1e3 on BlogFeedback; FEMNIST: chosen on the hold-out or 1/n)")
+    rep.add_argument("--no-appendix-d", action="store_true", help="femnist: skip the Appendix D diagnostics")
+    rep.add_argument("--cache-dir", default=None, help="cache of the parsed dataset (.npz)")
+    rep.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
 
@@ -48,6 +71,24 @@ def main(argv=None) -> int:
             parser.error(f"unknown methods {bad}; choose from {', '.join(DEMO_METHODS)}")
         run_demo(args.out, sparsity=args.sparsity, iterations=args.iterations, seed=args.seed,
                  alpha=args.alpha, methods=methods, progress=not args.no_progress)
+        return 0
+    if args.command == "reproduce":
+        from .experiments.paper import PAPER_METHODS, reproduce
+
+        dataset = "femnist" if args.experiment.startswith("femnist") else "blogfeedback"
+        if args.seed < 0:
+            parser.error("--seed must be >= 0")
+        if args.alpha is not None and not args.alpha > 0:
+            parser.error("--alpha must be > 0")
+        if args.methods:
+            bad = [m for m in args.methods if m not in PAPER_METHODS[dataset]]
+            if bad:
+                parser.error(f"unknown methods {bad}; choose from {', '.join(PAPER_METHODS[dataset])}")
+        only_d = args.experiment == "femnist-appendix-d"
+        reproduce(dataset, args.data_dir, args.out, budget=args.budget,
+                  methods=tuple(args.methods) if args.methods else None, seed=args.seed, alpha=args.alpha,
+                  appendix_d=(dataset == "femnist" and not args.no_appendix_d) or only_d, main=not only_d,
+                  cache_dir=args.cache_dir, progress=not args.no_progress)
         return 0
     parser.print_help()
     return 2

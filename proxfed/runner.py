@@ -42,6 +42,8 @@ class RunResult:
         Curves recorded at the chosen cadence, shape (records,) or (records, R).
     status : {"completed", "diverged", "stopped"}
     message : str
+    diverged : ndarray of bool, shape () or (R,)
+        Which runs diverged (and were stopped or frozen at their last finite record).
     config : dict
         Everything needed to re-run (algorithm, problem, iterations, seed, cadence).
     """
@@ -52,6 +54,7 @@ class RunResult:
     status: str
     message: str
     config: dict = field(default_factory=dict)
+    diverged: np.ndarray = field(default_factory=lambda: np.zeros((), bool))
 
     def summary(self) -> dict:
         """Final values of every recorded quantity and the status (JSON-serializable)."""
@@ -375,9 +378,10 @@ def run(
                    f"finite record; the others ran {state.t - first_t} iterations")
     elif status == "completed" and state.t - first_t < iterations:
         status, message = "stopped", f"stopped by a callback at iteration {state.t}"
+    diverged = frozen.copy() if batch else np.asarray(status == "diverged")
     return RunResult(
         w=algorithm.output(state), state=state, history=recorder.history(),
-        status=status, message=message, config=config,
+        status=status, message=message, config=config, diverged=diverged,
     )
 
 

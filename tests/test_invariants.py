@@ -790,3 +790,14 @@ def test_bad_run_arguments():
         alg.init(problem, np.zeros(problem.dim), h0=np.zeros((problem.n_clients, problem.dim + 1)))
     with pytest.raises(ValueError, match="coin"):
         alg.step(alg.init(problem), problem, np.array([True, False]))
+
+
+def test_result_reports_which_runs_diverged():
+    problem = ridge(0)
+    L = L_of(problem)
+    res = proxfed.run(proxskip(np.array([1 / L, 100 / L, 0.5 / L]), 0.5), problem, 150, seed=0, every=1)
+    assert res.diverged.tolist() == [False, True, False]
+    single = proxfed.run(proxskip(100 / L, 0.5), problem, 150, seed=0, every=1)
+    assert bool(single.diverged) and single.status == "diverged"
+    ok = proxfed.run(proxskip(1 / L, 0.5), problem, 20, seed=0)
+    assert not bool(ok.diverged)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["have_matplotlib", "plot_metric_vs_bits"]
+__all__ = ["have_matplotlib", "plot_metric_vs_bits", "plot_paper_figure", "plot_appendix_d"]
 
 
 def have_matplotlib() -> bool:
@@ -45,6 +45,125 @@ def plot_metric_vs_bits(histories: dict, path, metric_label: str = "test metric"
     ax_bits.grid(alpha=0.3)
     ax_comm.grid(alpha=0.3)
     ax_bits.legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _mean_band(values):
+    """Mean over seeds (axis 1) and its standard error, for curves of shape (records, seeds)."""
+    import numpy as np
+
+    a = np.asarray(values, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[:, None]
+    n = a.shape[1]
+    mean = a.mean(axis=1)
+    se = a.std(axis=1, ddof=1) / np.sqrt(n) if n > 1 else np.zeros_like(mean)
+    return mean, se
+
+
+def plot_paper_figure(curves: dict, path, metric_label: str = "test metric", title: str = "",
+                      loss_label: str = "training objective") -> Path:
+    """Figures 2 and 3 of the paper: metric vs uplink bits per client, and loss vs communications.
+
+    Each method is drawn as the mean over its seeds with a shaded band of one
+    standard error. The x positions are the seed means of the uplink bits
+    (left, log scale) and of the communications (right).
+
+    Parameters
+    ----------
+    curves : dict of str to dict
+        Method label to a history with ``bits_up``, ``metric``,
+        ``communications`` and ``loss`` arrays of shape (records, seeds).
+    path : path-like
+        Output PNG.
+    metric_label, loss_label, title : str
+    """
+    import numpy as np
+
+    plt = _pyplot()
+    fig, (ax_bits, ax_comm) = plt.subplots(1, 2, figsize=(12, 4.4))
+    for i, (name, hist) in enumerate(curves.items()):
+        color = f"C{i % 10}"
+        style = "--" if "dense" in name else "-"
+        bits, _ = _mean_band(hist["bits_up"])
+        m, se = _mean_band(hist["metric"])
+        keep = bits > 0
+        ax_bits.plot(bits[keep], m[keep], style, color=color, label=name, lw=1.4)
+        ax_bits.fill_between(bits[keep], (m - se)[keep], (m + se)[keep], color=color, alpha=0.2, lw=0)
+        comm, _ = _mean_band(hist["communications"])
+        lm, lse = _mean_band(hist["loss"])
+        ax_comm.plot(comm, lm, style, color=color, label=name, lw=1.4)
+        ax_comm.fill_between(comm, np.maximum(lm - lse, 1e-300), lm + lse, color=color, alpha=0.2, lw=0)
+    ax_bits.set_xscale("log")
+    ax_bits.set_xlabel("uplink bits per client")
+    ax_bits.set_ylabel(metric_label)
+    ax_comm.set_yscale("log")
+    ax_comm.set_xlabel("communications")
+    ax_comm.set_ylabel(loss_label)
+    for ax in (ax_bits, ax_comm):
+        ax.grid(alpha=0.3)
+    ax_bits.legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_appendix_d(curves: dict, path, title: str = "") -> Path:
+    """Appendix D (Figures 6-8): accuracy, ``||sum_i h_i||`` vs mean ``||h_i||``, ``||w||`` and loss.
+
+    Four panels against communications, mean over seeds with a shaded
+    standard error. In the second panel the solid line is ``||sum_i h_i||``
+    and the dashed line of the same colour is ``(1/N) sum_i ||h_i||``.
+
+    Parameters
+    ----------
+    curves : dict of str to dict
+        Method label to a history with ``communications``, ``metric``,
+        ``sum_h_norm``, ``mean_h_norm``, ``w_norm`` and ``loss`` of shape
+        (records, seeds).
+    path : path-like
+    title : str
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    panels = [("metric", "test accuracy", False), ("sum_h_norm", "||sum_i h_i|| (solid), mean ||h_i|| (dashed)", True),
+              ("w_norm", "||w|| (client average)", False), ("loss", "training objective", True)]
+    for i, (name, hist) in enumerate(curves.items()):
+        color = f"C{i % 10}"
+        comm, _ = _mean_band(hist["communications"])
+        for ax, (key, label, logy) in zip(axes.ravel(), panels):
+            m, se = _mean_band(hist[key])
+            ax.plot(comm, m, color=color, label=name, lw=1.4)
+            ax.fill_between(comm, m - se, m + se, color=color, alpha=0.2, lw=0)
+            if key == "sum_h_norm":
+                mh, mse = _mean_band(hist["mean_h_norm"])
+                ax.plot(comm, mh, "--", color=color, lw=1.2)
+                ax.fill_between(comm, mh - mse, mh + mse, color=color, alpha=0.1, lw=0)
+            ax.set_ylabel(label)
+            ax.set_xlabel("communications")
+            if logy:
+                ax.set_yscale("symlog", linthresh=1e-8) if key == "sum_h_norm" else ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

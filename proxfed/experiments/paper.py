@@ -1,0 +1,851 @@
+r"""Reproductions of the paper's convex experiments: BlogFeedback and FEMNIST, with tuning.
+
+``proxfed reproduce blogfeedback --data-dir DIR`` (Tables 1, 2, 5; Figure 2) and
+``proxfed reproduce femnist --data-dir DIR`` (Tables 3, 4; Figure 3; Appendix D,
+Figures 6-8) call :func:`reproduce`. The protocol, exactly:
+
+1. **Data and objective.** BlogFeedback: :func:`~proxfed.data.load_blogfeedback`
+   (N = 554 blogs, the 90 % training part, the 10 % validation part, the 60
+   test files), :class:`~proxfed.problems.Ridge` with ``alpha = 1e3``, start
+   at ``w = 0``. FEMNIST: :func:`~proxfed.data.load_femnist` (the first 100
+   writers in sorted order), :class:`~proxfed.problems.SoftmaxRegression`
+   with the torch-like uniform start keyed by the run's seed; the
+   validation split is :func:`~proxfed.tune.holdout_split` (10 % of every
+   writer's training images, seeded) — tuning trains on the remaining 90 %,
+   the final runs on all training images. ``alpha`` is chosen on the
+   hold-out (dense centralized fit per value of the budget's grid) or fixed
+   to ``1/n`` (scikit-learn's ``C = 1``) when the budget has no grid.
+2. **Tuning** (:func:`proxfed.tune.tune_method`): per method and tuned
+   sparsity, a two-stage random search (``n_stage1`` wide log-uniform
+   configurations of ``gamma`` (``gamma_range / L``), ``p`` (``p_range``; local
+   steps ``1/p`` for FedHT/FedIHT) and, for RandProx-l1, ``lam``
+   (``lam_range * lam_max``); then ``n_stage2`` in a box a quarter as wide
+   around the best), each stage one batched run of ``tune_communications``
+   expected communications scored by the **validation** metric after TopK.
+   Diverged configurations are failures. Sparsities the budget does not tune
+   reuse the configuration of the nearest tuned sparsity; if every
+   configuration fails the method falls back to ``gamma = 1/L`` and
+   ``p = 1/sqrt(kappa)``.
+3. **Final runs**: every method at every sparsity with its tuned
+   hyperparameters, ``seeds`` seeds batched in one run of
+   ``horizon(params, communications)`` local steps (``communications``
+   expected communications), evaluated on the **test** split after TopK
+   (dense ProxSkip: no TopK, a reference). The tables report the mean and
+   standard error over the seeds of the final values.
+4. **Communication tables**: on the seed-mean curves at the paper's
+   sparsity (90 %), the mean uplink bits per client at the first history
+   record whose mean metric reaches each threshold, and the speed-up
+   against the paper's reference method (Final-TopK on BlogFeedback, FedIHT
+   on FEMNIST). The resolution is one history record.
+
+Results directory::
+
+    run.json              budget, protocol settings, data, timings, machine
+    README.md             the tables and figures in one page
+    tuning/<method>.json  every configuration and score of each search (resumable)
+    tuned.json            the chosen hyperparameters per method and sparsity
+    runs/<method>/<s>/    history.npz (records x seeds), config.json, summary.json, final_w.npz
+    tables/*.md           one Markdown table per paper table; tables.json (numbers)
+    figures/*.png         Figure 2 / 3 style plots per sparsity
+    summary.json          final values per method and sparsity
+    appendix_d/           FEMNIST: SPS-/ASP-modified runs, appendix_d.md, appendix_d.json, appendix_d.png
+                          (SPS and ASP at 90 % are the runs under runs/)
+    diagnostics/          BlogFeedback: alpha_check.md (dense ridge optimum per alpha)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..runner import run
+from ..theory import proxskip_parameters
+from ..tune import holdout_split, horizon, make_algorithm, tune_method
+from .demo import sparsity_to_k
+from .plots import have_matplotlib, plot_appendix_d, plot_paper_figure
+from .published import METHOD_LABELS, ORDERINGS, PUBLISHED
+from .tables import format_bits, markdown_table, mean_se
+
+__all__ = [
+    "Budget",
+    "BUDGETS",
+    "PAPER_METHODS",
+    "get_budget",
+    "reproduce",
+    "reproduce_blogfeedback",
+    "reproduce_femnist",
+    "reproduce_appendix_d",
+    "ridge_alpha_check",
+]
+
+#: Methods of each reproduction (the paper's tables, plus dense ProxSkip as a reference).
+PAPER_METHODS = {
+    "blogfeedback": ("final_topk", "fedht", "fediht", "accelerated_server_pruning", "randprox_l1",
+                     "sparse_proxskip_local", "sparse_proxskip", "proxskip"),
+    "femnist": ("final_topk", "fedht", "fediht", "accelerated_server_pruning", "sparse_proxskip_local",
+                "sparse_proxskip", "proxskip"),
+}
+APPENDIX_D_METHODS = ("sparse_proxskip", "sps_modified", "accelerated_server_pruning", "asp_modified")
+METRIC_LABEL = {"blogfeedback": "test R²", "femnist": "test accuracy"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much work a reproduction does: horizons, seeds and search sizes.
+
+    Attributes
+    ----------
+    name : str
+    communications : int
+        Horizon of the final runs, in expected communications.
+    seeds : int
+        Final runs per method and sparsity (batched).
+    tune_communications : int
+        Horizon of every tuning run, in expected communications.
+    n_stage1, n_stage2 : int
+        Configurations of the wide and the narrow search stage.
+    narrow : float
+        Width of the narrow box relative to the wide one (log space).
+    gamma_range : (float, float)
+        Stepsizes searched, in units of ``1/L`` (``L = max_i L_i``).
+    p_range : (float, float)
+        Communication probabilities searched (local steps ``1/p`` for FedHT/FedIHT).
+    lam_range : (float, float)
+        RandProx-l1 weights searched, in units of ``lam_max = ||grad F(0)||_inf``.
+    records : int
+        History records of a final run.
+    tune_records : int
+        History records of a tuning run.
+    tune_sparsities : tuple of float or None
+        Sparsities that are tuned (None: all); the others reuse the nearest.
+    max_iterations : int or None
+        Cap on the local steps of any run.
+    alpha_grid : tuple of float or None
+        FEMNIST: values of ``alpha`` compared on the hold-out (None: ``1/n``).
+    alpha_iterations : int
+        L-BFGS iterations of each dense fit in the ``alpha`` comparison.
+    holdout_fraction : float
+        FEMNIST: share of each writer's training images held out for validation.
+    """
+
+    name: str
+    communications: int
+    seeds: int
+    tune_communications: int
+    n_stage1: int
+    n_stage2: int
+    narrow: float = 0.25
+    gamma_range: tuple = (0.05, 3.0)
+    p_range: tuple = (0.02, 1.0)
+    lam_range: tuple = (1e-4, 0.3)
+    records: int = 200
+    tune_records: int = 50
+    tune_sparsities: tuple | None = None
+    max_iterations: int | None = None
+    alpha_grid: tuple | None = None
+    alpha_iterations: int = 200
+    holdout_fraction: float = 0.1
+
+
+#: ``BUDGETS[dataset][name]``. ``paper`` follows the protocol (BlogFeedback: 10^4 communications;
+#: FEMNIST: the paper gives no horizon, 10^3 is our decision); ``smoke`` checks the pipeline in
+#: minutes and its numbers are not a reproduction; ``small`` is a middle ground.
+BUDGETS = {
+    "blogfeedback": {
+        "smoke": Budget("smoke", communications=20, seeds=3, tune_communications=10, n_stage1=4, n_stage2=2,
+                        p_range=(0.2, 1.0), records=10, tune_records=5, tune_sparsities=(0.9,),
+                        max_iterations=200),
+        "small": Budget("small", communications=500, seeds=5, tune_communications=100, n_stage1=12, n_stage2=6,
+                        p_range=(0.03, 1.0), records=200, tune_records=50),
+        "paper": Budget("paper", communications=10_000, seeds=5, tune_communications=1000, n_stage1=24,
+                        n_stage2=12, p_range=(0.02, 1.0), records=1000, tune_records=100),
+    },
+    "femnist": {
+        "smoke": Budget("smoke", communications=2, seeds=2, tune_communications=1, n_stage1=3, n_stage2=2,
+                        gamma_range=(0.1, 10.0), p_range=(0.5, 1.0), records=2, tune_records=2,
+                        tune_sparsities=(0.9,), max_iterations=4),
+        "small": Budget("small", communications=30, seeds=5, tune_communications=10, n_stage1=6, n_stage2=3,
+                        gamma_range=(0.1, 10.0), p_range=(0.1, 1.0), records=30, tune_records=10,
+                        tune_sparsities=(0.9, 0.99), alpha_grid=(1e-5, 1e-4, 1e-3), alpha_iterations=100),
+        "paper": Budget("paper", communications=1000, seeds=5, tune_communications=100, n_stage1=16, n_stage2=8,
+                        gamma_range=(0.1, 10.0), p_range=(0.02, 1.0), records=500, tune_records=50,
+                        alpha_grid=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3), alpha_iterations=300),
+    },
+}
+
+
+def get_budget(dataset: str, budget) -> Budget:
+    """The :class:`Budget` named ``budget`` for ``dataset`` (a :class:`Budget` is returned as is)."""
+    if isinstance(budget, Budget):
+        return budget
+    if dataset not in BUDGETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(BUDGETS)}")
+    if budget not in BUDGETS[dataset]:
+        raise ValueError(f"unknown budget {budget!r}; choose from {sorted(BUDGETS[dataset])}")
+    return BUDGETS[dataset][budget]
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+def _pct(s: float) -> str:
+    return f"{round(100 * s)}%" if abs(100 * s - round(100 * s)) < 1e-9 else f"{100 * s:g}%"
+
+
+def _skey(s) -> str:
+    return "dense" if s is None else f"s{round(1000 * s):04d}"
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_jsonable(obj), indent=2))
+
+
+def _data_folder(data_dir, name: str) -> Path:
+    d = Path(data_dir).expanduser()
+    return d / name if (d / name).is_dir() else d
+
+
+def _machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "python": sys.version.split()[0], "numpy": np.__version__,
+            "proxfed": __version__}
+
+
+def _theory_fallback(method: str, problem, p_range) -> dict:
+    th = proxskip_parameters(problem)
+    th["p"] = float(np.clip(th["p"], *p_range))
+    if method in ("fedht", "fediht"):
+        return {"gamma": th["gamma"], "local_steps": max(1, int(round(1 / th["p"])))}
+    out = {"gamma": th["gamma"], "p": th["p"]}
+    if method == "randprox_l1":
+        out["lam"] = 0.03 * float(np.max(np.abs(problem.full_grad(np.zeros(problem.dim)))))
+    return out
+
+
+def _dense_fit(problem, maxiter: int) -> np.ndarray:
+    """Centralized L-BFGS on ``F`` from 0 (at most ``maxiter`` iterations)."""
+    import scipy.optimize
+
+    def fg(w):
+        return float(problem.objective(w)), np.asarray(problem.full_grad(w), dtype=np.float64)
+
+    res = scipy.optimize.minimize(fg, np.zeros(problem.dim), jac=True, method="L-BFGS-B",
+                                  options={"maxiter": int(maxiter)})
+    return res.x
+
+
+def ridge_alpha_check(dataset, alphas=(1e3, 1e2, 1e1, 1.0), ks=(56, 28, 14)) -> list:
+    """The dense ridge minimizer for several ``alpha``, and its TopK, on validation and test.
+
+    For each ``alpha`` solves ``(A^T A + (N alpha/2) I) w = A^T b`` (the
+    minimizer of :class:`~proxfed.problems.Ridge`) and reports the R² of ``w``
+    and of ``TopK(w)`` on the validation and the test split, and the data
+    term ``sum_i 1/2 ||A_i w - b_i||^2`` (the paper's train loss). A
+    diagnostic of the objective's scale: it bounds what any method can reach
+    at that ``alpha``; it selects nothing.
+
+    Returns
+    -------
+    list of dict
+        Keys ``alpha``, ``k`` (None for dense), ``validation_r2``, ``test_r2``, ``train_loss``.
+    """
+    from ..metrics import r2_score
+    from ..prox import TopK
+
+    A, b = dataset.X, dataset.y.astype(np.float64)
+    N, d = dataset.n_clients, dataset.n_features
+    AtA, Atb = A.T @ A, A.T @ b
+    rows = []
+    for alpha in alphas:
+        w = np.linalg.solve(AtA + (N * alpha / 2) * np.eye(d), Atb)
+        for k in (None, *ks):
+            wk = w if k is None else TopK(int(k)).prox(w)
+            rows.append({
+                "alpha": float(alpha), "k": k,
+                "validation_r2": r2_score(dataset.validation.y, dataset.validation.X @ wk),
+                "test_r2": r2_score(dataset.test.y, dataset.test.X @ wk),
+                "train_loss": 0.5 * float(np.sum((A @ wk - b) ** 2)),
+            })
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# the pipeline
+# ---------------------------------------------------------------------------------------------
+class _Pipeline:
+    def __init__(self, dataset, out, budget, methods, seed, progress, echo):
+        self.dataset, self.out, self.budget = dataset, out, budget
+        self.methods, self.seed, self.progress = tuple(methods), int(seed), progress
+        self.echo = echo
+        self.sparsities = tuple(PUBLISHED[dataset]["sparsities"])
+        self.timings: dict = {}
+        self.tuned: dict = {}
+        self.results: dict = {}
+        self.run_steps = {"tuning": 0, "final": 0, "appendix_d": 0}
+
+    def say(self, msg):
+        self.echo(f"[{self.dataset}/{self.budget.name}] {msg}")
+
+    # -- tuning ----------------------------------------------------------------------------------
+    def tune(self, method, problem, key):
+        b = self.budget
+        if method == "proxskip":
+            tune_s = [None]
+        else:
+            tune_s = list(self.sparsities if b.tune_sparsities is None else b.tune_sparsities)
+        ks = [None if s is None else sparsity_to_k(problem.dim, s) for s in tune_s]
+        self.say(f"tuning {METHOD_LABELS.get(method, method)} at "
+                 f"{', '.join('dense' if s is None else _pct(s) for s in tune_s)}")
+        res = tune_method(
+            method, problem, ks, communications=b.tune_communications, n_stage1=b.n_stage1, n_stage2=b.n_stage2,
+            narrow=b.narrow, seed=self.seed, split="validation", records=b.tune_records,
+            max_iterations=b.max_iterations, path=self.out / "tuning" / f"{method}.json", key=key,
+            progress=self.progress, echo=self.echo, gamma_range=b.gamma_range, p_range=b.p_range,
+            lam_range=b.lam_range,
+        )
+        self.run_steps["tuning"] += sum(r["runs"] * r["iterations"] for r in res.info.get("runs", []))
+        chosen = {}
+        for s, k in zip(tune_s, ks):
+            g = "none" if k is None else str(k)
+            chosen[s] = {"params": res.best[g], "validation_score": res.best_score[g], "tuned_at": s}
+        if method == "proxskip":
+            return {None: chosen[None]}
+        out = {}
+        for s in self.sparsities:
+            near = min(tune_s, key=lambda t: (abs(t - s), t))
+            out[s] = dict(chosen[near])
+        return out
+
+    def params_for(self, method, s, problem):
+        entry = self.tuned[method][s]
+        if entry["params"] is None:
+            entry["params"] = _theory_fallback(method, problem, self.budget.p_range)
+            entry["fallback"] = ("every configuration failed; theory parameters gamma = 1/L, "
+                                 "p = 1/sqrt(kappa) clipped to the budget's p range")
+            self.say(f"  {method} at {_pct(s) if s else 'dense'}: every configuration failed, using theory values")
+        return entry["params"]
+
+    # -- final runs ------------------------------------------------------------------------------
+    def final_run(self, method, s, params, problem, where, communications, split="test"):
+        b = self.budget
+        k = None if s is None else sparsity_to_k(problem.dim, s)
+        T = horizon(params, communications)
+        if b.max_iterations is not None:
+            T = min(T, b.max_iterations)
+        seeds = [self.seed + 1 + j for j in range(b.seeds)]
+        every = max(1, T // max(1, b.records))
+        key = {"method": method, "sparsity": s, "k": k, "params": params, "iterations": T, "seeds": seeds,
+               "every": every, "split": split, "communications": communications, "budget": b.name}
+        key = json.loads(json.dumps(_jsonable(key)))
+        d = where
+        if (d / "summary.json").is_file() and (d / "history.npz").is_file():
+            old = json.loads((d / "summary.json").read_text())
+            if old.get("key") == key:
+                with np.load(d / "history.npz") as h:
+                    hist = {n: h[n] for n in h.files}
+                self.say(f"  {method} {_pct(s) if s else 'dense'}: read back from {d}")
+                return hist, dict(old, read_back=True)
+        alg = make_algorithm(method, {n: np.full(len(seeds), v) for n, v in params.items()},
+                             None if k is None else k)
+        t0 = time.perf_counter()
+        res = run(alg, problem, T, seed=seeds, split=split, every=every, progress=self.progress)
+        seconds = time.perf_counter() - t0
+        w = np.asarray(res.w, dtype=np.float64)
+        hist = {n: np.asarray(v) for n, v in res.history.items()}
+        loss_full = np.asarray(problem.objective(w), dtype=np.float64)
+        # the paper's train loss: the data term sum_i 1/2 ||A_i w - b_i||^2 (ridge), or the objective
+        data_sum = problem.n_clients * (loss_full - 0.5 * problem.l2 * np.sum(w * w, axis=-1))
+        summary = {
+            "key": key, "status": res.status, "message": res.message, "seconds": seconds,
+            "records": int(len(hist["iteration"])), "iterations": T, "seeds": seeds, "k": k,
+            "params": params, "algorithm": alg.config(),
+            "metric": hist["metric"][-1].tolist(), "objective": loss_full.tolist(),
+            "train_loss_sum": data_sum.tolist(), "communications": hist["communications"][-1].tolist(),
+            "bits_up": hist["bits_up"][-1].tolist(),
+        }
+        d.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(d / "history.npz", **hist)
+        np.savez_compressed(d / "final_w.npz", w=w)
+        _write_json(d / "config.json", res.config)
+        _write_json(d / "summary.json", summary)
+        self.say(f"  {METHOD_LABELS.get(method, method)} {_pct(s) if s else 'dense'}: {len(seeds)} seeds x {T} "
+                 f"iterations in {seconds:.1f} s, {METRIC_LABEL[self.dataset]} "
+                 f"{np.mean(summary['metric']):.4f} ({res.status})")
+        return hist, summary
+
+
+def _curves(pipe, s) -> dict:
+    out = {}
+    for m in pipe.methods:
+        r = pipe.results.get(m, {}).get(s if m != "proxskip" else None)
+        if r is not None:
+            out[METHOD_LABELS.get(m, m)] = r["history"]
+    return out
+
+
+def _threshold_bits(hist, thr) -> float:
+    metric = np.asarray(hist["metric"], dtype=np.float64)
+    bits = np.asarray(hist["bits_up"], dtype=np.float64)
+    if metric.ndim == 1:
+        metric, bits = metric[:, None], bits[:, None]
+    m = metric.mean(axis=1)
+    hit = np.flatnonzero(m >= thr)
+    return math.nan if hit.size == 0 else float(bits[hit[0]].mean())
+
+
+def _tables(pipe) -> dict:
+    """Markdown tables and their numbers."""
+    ds, pub = pipe.dataset, PUBLISHED[pipe.dataset]
+    out_md, numbers = {}, {"metric": {}, "loss": {}, "communication": {}}
+    methods = [m for m in pipe.methods if m in pipe.results]
+    banner = _banner(pipe.budget)
+    # -- final metric (Table 1 / Table 4)
+    header = ["method"]
+    for s in pipe.sparsities:
+        header += [f"{_pct(s)} ours", f"{_pct(s)} paper", f"{_pct(s)} Δ"]
+    rows = []
+    for m in methods:
+        row = [METHOD_LABELS.get(m, m)]
+        for s in pipe.sparsities:
+            r = pipe.results[m].get(None if m == "proxskip" else s)
+            mean, se = mean_se(r["summary"]["metric"]) if r else (math.nan, math.nan)
+            paper = pub["metric"].get(m, {}).get(s)
+            numbers["metric"].setdefault(m, {})[str(s)] = {"mean": mean, "se": se, "paper": paper,
+                                                           "values": r["summary"]["metric"] if r else None}
+            row += [f"{100 * mean:.1f} ± {100 * se:.1f}" if r else "—",
+                    f"{100 * paper:.1f}" if paper is not None else "—",
+                    f"{100 * (mean - paper):+.1f}" if (paper is not None and r) else "—"]
+        rows.append(row)
+    name = "table1_r2" if ds == "blogfeedback" else "table4_accuracy"
+    what = "test R² (%)" if ds == "blogfeedback" else "test accuracy (%)"
+    tab_no = "Table 1" if ds == "blogfeedback" else "Table 4"
+    out_md[name] = (f"# {tab_no}: final {what} after TopK, mean ± standard error over "
+                    f"{pipe.budget.seeds} seeds\n\n{banner}\nΔ = ours − paper, in points. Dense ProxSkip is "
+                    f"a reference without TopK (the same value in every column).\n\n" + markdown_table(header, rows))
+    # -- train loss (Table 5, BlogFeedback)
+    if ds == "blogfeedback":
+        header = ["method"]
+        for s in pipe.sparsities:
+            header += [f"{_pct(s)} ours", f"{_pct(s)} paper", f"{_pct(s)} Δ"]
+        rows = []
+        for m in methods:
+            row = [METHOD_LABELS.get(m, m)]
+            for s in pipe.sparsities:
+                r = pipe.results[m].get(None if m == "proxskip" else s)
+                mean, se = mean_se(r["summary"]["train_loss_sum"]) if r else (math.nan, math.nan)
+                paper = pub["loss"].get(m, {}).get(s)
+                numbers["loss"].setdefault(m, {})[str(s)] = {"mean": mean, "se": se, "paper": paper}
+                row += [f"{mean:.4g} ± {se:.2g}" if r else "—", f"{paper:.4g}" if paper is not None else "—",
+                        f"{100 * (mean / paper - 1):+.1f}%" if (paper is not None and r) else "—"]
+            rows.append(row)
+        out_md["table5_loss"] = (
+            "# Table 5: final train loss sum_i ½‖A_i w − b_i‖² after TopK, mean ± standard error over "
+            f"{pipe.budget.seeds} seeds\n\n{banner}\nΔ = ours / paper − 1.\n\n" + markdown_table(header, rows))
+    # -- communication (Table 2 / Table 3)
+    comm = pub["communication"]
+    s, ref, thrs = comm["sparsity"], comm["reference"], comm["thresholds"]
+    if s in pipe.sparsities:
+        bits = {}
+        for m in methods:
+            if m == "proxskip":
+                continue
+            r = pipe.results[m].get(s)
+            if r is not None:
+                bits[m] = [_threshold_bits(r["history"], t) for t in thrs]
+        header = ["method"]
+        for t in thrs:
+            label = f"≥ {t:g}" if ds == "blogfeedback" else f"≥ {100 * t:g}%"
+            header += [f"{label} ours", f"{label} paper", f"{label} speed-up ours / paper"]
+        rows = []
+        for m, bl in bits.items():
+            row = [METHOD_LABELS.get(m, m)]
+            numbers["communication"][m] = {}
+            for j, t in enumerate(thrs):
+                ours = bl[j]
+                ref_bits = bits.get(ref, [math.nan] * len(thrs))[j]
+                sp = ref_bits / ours if (np.isfinite(ours) and np.isfinite(ref_bits)) else math.nan
+                pb, ps = comm["bits"].get(m, {}).get(t), comm["speedup"].get(m, {}).get(t)
+                numbers["communication"][m][str(t)] = {"bits": ours, "speedup": sp, "paper_bits": pb,
+                                                       "paper_speedup": ps}
+                cell = format_bits(ours) + (f" ({sp:.2f}×)" if np.isfinite(sp) else "")
+                pcell = format_bits(pb) + (f" ({ps:g}×)" if ps is not None else "")
+                ratio = f"{sp / ps:.2f}" if (np.isfinite(sp) and ps) else "—"
+                row += [cell, pcell, ratio]
+            rows.append(row)
+        tab = "Table 2" if ds == "blogfeedback" else "Table 3"
+        what = "test R²" if ds == "blogfeedback" else "test accuracy"
+        name = "table2_communication" if ds == "blogfeedback" else "table3_communication"
+        out_md[name] = (
+            f"# {tab}: uplink bits per client to first reach a {what} at {_pct(s)} sparsity "
+            f"(speed-up vs {METHOD_LABELS[ref]})\n\n{banner}\nOn the seed-mean curve, resolution one history "
+            f"record; \"never\" = not reached within the run.\n\n" + markdown_table(header, rows))
+    # -- orderings
+    s_ord, chain = ORDERINGS[ds]
+    lines = [f"# Orderings at {_pct(s_ord)} sparsity (EXPERIMENTS.md)\n", banner,
+             "Paper: " + " > ".join(" ≈ ".join(METHOD_LABELS[m] for m in grp) for grp in chain) + "\n"]
+    ranked = []
+    for m in methods:
+        r = pipe.results[m].get(s_ord) if m != "proxskip" else None
+        if r is not None:
+            ranked.append((mean_se(r["summary"]["metric"])[0], m))
+    ranked.sort(reverse=True)
+    lines.append("Ours: " + " > ".join(f"{METHOD_LABELS[m]} ({100 * v:.1f})" for v, m in ranked) + "\n")
+    val = {m: v for v, m in ranked}
+    checks = []
+    for hi, lo in zip(chain[:-1], chain[1:]):
+        for a in hi:
+            for b in lo:
+                if a in val and b in val:
+                    checks.append([f"{METHOD_LABELS[a]} > {METHOD_LABELS[b]}", f"{100 * val[a]:.1f}",
+                                   f"{100 * val[b]:.1f}", "holds" if val[a] > val[b] else "does not hold"])
+    numbers["orderings"] = {"sparsity": s_ord, "checks": checks}
+    out_md["orderings"] = "\n".join(lines) + "\n" + markdown_table(["claim", "left", "right", "ours"], checks)
+    return {"markdown": out_md, "numbers": numbers}
+
+
+def _banner(budget) -> str:
+    if budget.name == "paper":
+        return f"Budget: **paper** ({budget.communications} communications per final run).\n"
+    return (f"Budget: **{budget.name}** ({budget.communications} communications per final run, "
+            f"{budget.seeds} seeds) — these numbers check the pipeline; they are **not** a reproduction.\n")
+
+
+def _figures(pipe) -> list:
+    if not have_matplotlib():
+        return []
+    fig_no = "Figure 2" if pipe.dataset == "blogfeedback" else "Figure 3"
+    paths = []
+    for s in pipe.sparsities:
+        curves = _curves(pipe, s)
+        if not curves:
+            continue
+        path = pipe.out / "figures" / f"{'figure2' if pipe.dataset == 'blogfeedback' else 'figure3'}_{_skey(s)}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        plot_paper_figure(curves, path, metric_label=METRIC_LABEL[pipe.dataset],
+                          title=f"{fig_no} style: {pipe.dataset}, {_pct(s)} sparsity, budget {pipe.budget.name}",
+                          loss_label="training objective F (after TopK)")
+        paths.append(path)
+    return paths
+
+
+def _appendix_d(pipe, tune_problem, final_problem, key) -> dict:
+    """FEMNIST at 90 %: SPS, SPS-modified, ASP, ASP-modified side by side (Figures 6-8)."""
+    s = 0.9
+    where = pipe.out / "appendix_d"
+    pipe.say("Appendix D: SPS, SPS-modified, ASP, ASP-modified at 90%")
+    base = {"sparse_proxskip": "sparse_proxskip", "sps_modified": "sparse_proxskip",
+            "accelerated_server_pruning": "accelerated_server_pruning", "asp_modified": "accelerated_server_pruning"}
+    for m in set(base.values()):
+        if m not in pipe.tuned:
+            pipe.tuned[m] = pipe.tune(m, tune_problem, key)
+    hists, rows, numbers = {}, [], {}
+    for m in APPENDIX_D_METHODS:
+        params = pipe.params_for(base[m], s, final_problem)
+        # SPS and ASP at 90 % are the tables' final runs: read back from runs/ when they are there
+        d = pipe.out / "runs" / m / _skey(s) if base[m] == m else where / m
+        hist, summ = pipe.final_run(m, s, params, final_problem, d, pipe.budget.communications)
+        if not summ.get("read_back"):
+            pipe.run_steps["appendix_d"] += summ["iterations"] * len(summ["seeds"])
+        hists[METHOD_LABELS[m]] = hist
+        last = {k: mean_se(np.asarray(hist[k])[-1]) for k in ("metric", "sum_h_norm", "mean_h_norm", "w_norm", "loss")}
+        loss_curve = np.asarray(hist["loss"]).mean(axis=1)
+        last["loss_min"] = (float(loss_curve.min()), 0.0)
+        numbers[m] = {k: {"mean": v[0], "se": v[1]} for k, v in last.items()}
+        numbers[m]["params"] = params
+        rows.append([METHOD_LABELS[m], f"{100 * last['metric'][0]:.1f} ± {100 * last['metric'][1]:.1f}",
+                     f"{last['sum_h_norm'][0]:.3g}", f"{last['mean_h_norm'][0]:.3g}",
+                     f"{last['w_norm'][0]:.4g}", f"{last['loss'][0]:.4g}", f"{last['loss_min'][0]:.4g}"])
+    v = {m: numbers[m] for m in numbers}
+
+    def mean(m, q):
+        return v[m][q]["mean"]
+
+    checks = [
+        ["ASP: ‖Σ_i h_i‖ > mean ‖h_i‖ (the sum dominates)",
+         "holds" if mean("accelerated_server_pruning", "sum_h_norm") > mean("accelerated_server_pruning", "mean_h_norm")
+         else "does not hold"],
+        ["SPS and ASP-modified keep Σ_i h_i = 0 (‖Σh‖ ≤ 1e-8·N·mean‖h‖)",
+         "holds" if all(mean(m, "sum_h_norm") <= 1e-8 * final_problem.n_clients * max(mean(m, "mean_h_norm"), 1e-300)
+                        for m in ("sparse_proxskip", "asp_modified")) else "does not hold"],
+        ["SPS beats SPS-modified in accuracy",
+         "holds" if mean("sparse_proxskip", "metric") > mean("sps_modified", "metric") else "does not hold"],
+        ["ASP-modified beats ASP in accuracy",
+         "holds" if mean("asp_modified", "metric") > mean("accelerated_server_pruning", "metric") else "does not hold"],
+        ["ASP's loss grows (final > 1.01 × its minimum)",
+         "holds" if mean("accelerated_server_pruning", "loss") > 1.01 * v["accelerated_server_pruning"]["loss_min"]["mean"]
+         else "does not hold"],
+        ["SPS-modified's loss grows (final > 1.01 × its minimum)",
+         "holds" if mean("sps_modified", "loss") > 1.01 * v["sps_modified"]["loss_min"]["mean"] else "does not hold"],
+        ["‖w‖ of SPS and ASP-modified closer to each other than to ASP's and SPS-modified's",
+         "holds" if abs(mean("sparse_proxskip", "w_norm") - mean("asp_modified", "w_norm")) < min(
+             abs(mean("sparse_proxskip", "w_norm") - mean(m, "w_norm")) for m in ("accelerated_server_pruning",
+                                                                                    "sps_modified"))
+         else "does not hold"],
+    ]
+    md = (f"# Appendix D diagnostics: FEMNIST, 90% sparsity, final values (mean over {pipe.budget.seeds} seeds)\n\n"
+          f"{_banner(pipe.budget)}\nSPS-modified uses SPS's tuned hyperparameters and ASP-modified ASP's.\n\n"
+          + markdown_table(["method", "test accuracy (%)", "‖Σ_i h_i‖", "mean ‖h_i‖", "‖w‖", "final loss",
+                            "min loss"], rows)
+          + "\n\n## Appendix D's qualitative findings on our runs\n\n" + markdown_table(["finding", "ours"], checks))
+    (where / "appendix_d.md").parent.mkdir(parents=True, exist_ok=True)
+    (where / "appendix_d.md").write_text(md + "\n")
+    _write_json(where / "appendix_d.json", {"final": numbers, "checks": checks, "budget": pipe.budget.name})
+    figure = None
+    if have_matplotlib():
+        figure = plot_appendix_d(hists, where / "appendix_d.png",
+                                 title=f"Appendix D: FEMNIST, 90% sparsity, budget {pipe.budget.name}")
+    return {"markdown": md, "numbers": numbers, "checks": checks, "figure": figure}
+
+
+def reproduce(
+    dataset: str,
+    data_dir,
+    out_dir=None,
+    *,
+    budget="smoke",
+    methods=None,
+    seed: int = 0,
+    alpha: float | None = None,
+    appendix_d: bool | None = None,
+    main: bool = True,
+    cache_dir=None,
+    progress: bool = True,
+    echo=print,
+) -> dict:
+    """Reproduce the paper's BlogFeedback or FEMNIST experiment and write a results directory.
+
+    The protocol is described in :mod:`proxfed.experiments.paper`; ``budget``
+    sets the horizons, seeds and search sizes (:data:`BUDGETS`). Tuning
+    searches and final runs already in ``out_dir`` (same settings) are read
+    back, so an interrupted reproduction continues where it stopped.
+
+    Parameters
+    ----------
+    dataset : {"blogfeedback", "femnist"}
+    data_dir : path-like
+        The dataset's folder (UCI files / LEAF ``train`` and ``test``), or a
+        folder containing ``blogfeedback/`` or ``femnist/``.
+    out_dir : path-like, optional
+        Results directory (default ``proxfed-results/<dataset>-<budget>``).
+    budget : {"smoke", "small", "paper"} or Budget
+    methods : sequence of str, optional
+        Subset of :data:`PAPER_METHODS` (default all of the dataset's).
+    seed : int
+        Seed of the tuning (coins, initial point, search) and base of the
+        final runs' seeds ``seed + 1, ..., seed + seeds``; FEMNIST's hold-out.
+    alpha : float, optional
+        Regularization (BlogFeedback default ``1e3``; FEMNIST default: chosen
+        on the hold-out from the budget's grid, or ``1/n``).
+    appendix_d : bool, optional
+        FEMNIST: also run the Appendix D diagnostics (default True).
+    main : bool
+        Run the tables' methods (False with ``appendix_d=True``: only Appendix D).
+    cache_dir : path-like, optional
+        Cache of the parsed dataset (see the loaders).
+    progress : bool
+        Progress bars for the runs.
+    echo : callable
+        Progress messages.
+
+    Returns
+    -------
+    dict
+        ``out_dir``, ``tables`` (Markdown by name), ``numbers``, ``summary``,
+        ``appendix_d`` (FEMNIST), ``seconds``.
+    """
+    from ..data import load_blogfeedback, load_femnist
+    from ..problems import Ridge, SoftmaxRegression
+
+    if dataset not in PAPER_METHODS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(PAPER_METHODS)}")
+    b = get_budget(dataset, budget)
+    methods = tuple(PAPER_METHODS[dataset] if methods is None else methods)
+    bad = [m for m in methods if m not in PAPER_METHODS[dataset]]
+    if bad:
+        raise ValueError(f"unknown methods {bad} for {dataset}; choose from {PAPER_METHODS[dataset]}")
+    if appendix_d is None:
+        appendix_d = dataset == "femnist"
+    if appendix_d and dataset != "femnist":
+        raise ValueError("the Appendix D diagnostics run on FEMNIST")
+    if alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"alpha must be a positive number, got {alpha!r}")
+    out = Path(out_dir if out_dir is not None else f"proxfed-results/{dataset}-{b.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    pipe = _Pipeline(dataset, out, b, methods if main else (), seed, progress, echo)
+    pipe.say(f"results in {out}; budget {b.name}: {b.communications} communications per final run, "
+             f"{b.seeds} seeds, search {b.n_stage1}+{b.n_stage2} configurations at {b.tune_communications} "
+             f"communications" + ("" if b.name == "paper" else " (NOT a reproduction budget)"))
+
+    # -- data and problems
+    t0 = time.perf_counter()
+    alpha_info: dict = {}
+    if dataset == "blogfeedback":
+        ds = load_blogfeedback(_data_folder(data_dir, "blogfeedback"), cache_dir=cache_dir)
+        alpha = 1e3 if alpha is None else float(alpha)
+        alpha_info = {"alpha": alpha, "how": "given" if alpha != 1e3 else "protocol (EXPERIMENTS.md)"}
+        tune_problem = final_problem = Ridge(ds, alpha=alpha)
+        data_info = {"n_clients": ds.n_clients, "n_train": ds.n_samples, "n_validation": ds.validation.n_samples,
+                     "n_test": ds.test.n_samples, "dim": final_problem.dim}
+    else:
+        ds = load_femnist(_data_folder(data_dir, "femnist"), n_writers=100, cache_dir=cache_dir)
+        tune_ds = holdout_split(ds, b.holdout_fraction, seed=seed)
+        if alpha is not None:
+            alpha_info = {"alpha": float(alpha), "how": "given"}
+        elif b.alpha_grid is None:
+            alpha_info = {"alpha": 1.0 / ds.n_samples, "how": "1/n (scikit-learn's C = 1); the budget has no grid"}
+        else:
+            pipe.say(f"choosing alpha on the hold-out among {list(b.alpha_grid)} (dense L-BFGS fits)")
+            scores = {}
+            for a in b.alpha_grid:
+                prob = SoftmaxRegression(tune_ds, alpha=a, init="zeros")
+                scores[a] = float(prob.score(_dense_fit(prob, b.alpha_iterations), "validation"))
+                pipe.say(f"  alpha={a:g}: validation accuracy {scores[a]:.4f}")
+            best = max(scores, key=lambda a: (scores[a], -a))
+            alpha_info = {"alpha": best, "how": "validation accuracy of the dense centralized fit",
+                          "grid": {str(a): v for a, v in scores.items()}}
+        alpha = alpha_info["alpha"]
+        tune_problem = SoftmaxRegression(tune_ds, alpha=alpha)
+        final_problem = SoftmaxRegression(ds, alpha=alpha)
+        data_info = {"n_clients": ds.n_clients, "n_train": ds.n_samples, "n_tune_train": tune_ds.n_samples,
+                     "n_validation": tune_ds.validation.n_samples, "n_test": ds.test.n_samples,
+                     "dim": final_problem.dim, "writers": "first 100 in sorted order"}
+    pipe.timings["data"] = time.perf_counter() - t0
+    key = {"dataset": dataset, "alpha": alpha, "budget": asdict(b), "n_clients": ds.n_clients,
+           "n_train": tune_problem.dataset.n_samples}
+    run_info = {
+        "dataset": dataset, "budget": asdict(b), "is_reproduction_budget": b.name == "paper",
+        "methods": list(pipe.methods), "sparsities": list(pipe.sparsities), "seed": seed,
+        "final_seeds": [seed + 1 + j for j in range(b.seeds)], "alpha": alpha_info, "data": data_info,
+        "machine": _machine(), "status": "running",
+        "command": f"proxfed reproduce {dataset} --data-dir DIR --budget {b.name}",
+    }
+    _write_json(out / "run.json", run_info)
+
+    # -- tuning
+    t0 = time.perf_counter()
+    for i, m in enumerate(pipe.methods, 1):
+        pipe.say(f"[{i}/{len(pipe.methods)}] tuning")
+        pipe.tuned[m] = pipe.tune(m, tune_problem, key)
+    pipe.timings["tuning"] = time.perf_counter() - t0
+
+    # -- final runs
+    t0 = time.perf_counter()
+    for i, m in enumerate(pipe.methods, 1):
+        pipe.say(f"[{i}/{len(pipe.methods)}] final runs of {METHOD_LABELS[m]}")
+        pipe.results[m] = {}
+        for s in ([None] if m == "proxskip" else pipe.sparsities):
+            params = pipe.params_for(m, s, final_problem)
+            hist, summ = pipe.final_run(m, s, params, final_problem, out / "runs" / m / _skey(s), b.communications)
+            if not summ.get("read_back"):
+                pipe.run_steps["final"] += summ["iterations"] * len(summ["seeds"])
+            pipe.results[m][s] = {"history": hist, "summary": summ}
+    pipe.timings["final_runs"] = time.perf_counter() - t0
+    _write_json(out / "tuned.json", {m: {str(s): e for s, e in v.items()} for m, v in pipe.tuned.items()})
+
+    # -- tables, figures, summary
+    result: dict = {"out_dir": out}
+    if pipe.methods:
+        t0 = time.perf_counter()
+        tables = _tables(pipe)
+        for name, md in tables["markdown"].items():
+            (out / "tables").mkdir(parents=True, exist_ok=True)
+            (out / "tables" / f"{name}.md").write_text(md + "\n")
+        _write_json(out / "tables" / "tables.json", tables["numbers"])
+        figures = _figures(pipe)
+        summary = {m: {str(s): {k: r["summary"][k] for k in ("metric", "train_loss_sum", "objective",
+                                                             "communications", "bits_up", "status", "records",
+                                                             "iterations", "seeds", "params")}
+                       for s, r in v.items()} for m, v in pipe.results.items()}
+        _write_json(out / "summary.json", summary)
+        pipe.timings["tables_figures"] = time.perf_counter() - t0
+        result.update(tables=tables["markdown"], numbers=tables["numbers"], summary=summary,
+                      figures=[str(p) for p in figures])
+    if dataset == "blogfeedback":
+        rows = ridge_alpha_check(ds, alphas=sorted({1e3, 1e2, 1e1, 1.0, alpha}, reverse=True),
+                                 ks=[sparsity_to_k(final_problem.dim, s) for s in pipe.sparsities])
+        md = ("# Diagnostic: the dense ridge minimizer and its TopK for several alpha\n\n"
+              "What any method can reach at a given alpha (closed form, "
+              "(AᵀA + (Nα/2) I) w = Aᵀb). Selects nothing.\n\n"
+              + markdown_table(["alpha", "K", "validation R² (%)", "test R² (%)", "train loss Σ½‖Aw−b‖²"],
+                               [[f"{r['alpha']:g}", "dense" if r["k"] is None else r["k"],
+                                 f"{100 * r['validation_r2']:.1f}", f"{100 * r['test_r2']:.1f}",
+                                 f"{r['train_loss']:.4g}"] for r in rows]))
+        (out / "diagnostics").mkdir(parents=True, exist_ok=True)
+        (out / "diagnostics" / "alpha_check.md").write_text(md + "\n")
+        _write_json(out / "diagnostics" / "alpha_check.json", rows)
+        result["alpha_check"] = md
+    if appendix_d:
+        t0 = time.perf_counter()
+        result["appendix_d"] = _appendix_d(pipe, tune_problem, final_problem, key)
+        pipe.timings["appendix_d"] = time.perf_counter() - t0
+    seconds = time.perf_counter() - t_start
+    pipe.timings["total"] = seconds
+    run_info.update(status="completed", timings=pipe.timings, run_steps=pipe.run_steps,
+                    tuned={m: {str(s): e for s, e in v.items()} for m, v in pipe.tuned.items()})
+    _write_json(out / "run.json", run_info)
+    _write_readme(pipe, result, run_info)
+    pipe.say(f"done in {seconds:.0f} s; results in {out}")
+    result["seconds"] = seconds
+    return result
+
+
+def _write_readme(pipe, result, run_info) -> None:
+    b = pipe.budget
+    parts = [f"# proxfed reproduction: {pipe.dataset}, budget `{b.name}`\n", _banner(b),
+             f"Command: `{run_info['command']}`  ",
+             f"Wall time: {run_info['timings']['total']:.0f} s on {run_info['machine']['processor']} "
+             f"({run_info['machine']['cpu_count']} CPUs).  ",
+             f"alpha = {run_info['alpha']['alpha']:g} ({run_info['alpha']['how']}).\n"]
+    for name, md in result.get("tables", {}).items():
+        parts.append(md.replace("# ", "## ", 1) + "\n")
+    for f in result.get("figures", []):
+        parts.append(f"![{Path(f).stem}](figures/{Path(f).name})\n")
+    if "alpha_check" in result:
+        parts.append(result["alpha_check"].replace("# ", "## ", 1) + "\n")
+    if "appendix_d" in result:
+        parts.append(result["appendix_d"]["markdown"].replace("# ", "## ", 1) + "\n")
+        if result["appendix_d"]["figure"] is not None:
+            parts.append("![appendix D](appendix_d/appendix_d.png)\n")
+    (pipe.out / "README.md").write_text("\n".join(parts))
+
+
+def reproduce_blogfeedback(data_dir, out_dir=None, **kwargs) -> dict:
+    """:func:`reproduce` on BlogFeedback (Tables 1, 2, 5 and Figure 2)."""
+    return reproduce("blogfeedback", data_dir, out_dir, **kwargs)
+
+
+def reproduce_femnist(data_dir, out_dir=None, **kwargs) -> dict:
+    """:func:`reproduce` on FEMNIST (Tables 3, 4, Figure 3 and, by default, Appendix D)."""
+    return reproduce("femnist", data_dir, out_dir, **kwargs)
+
+
+def reproduce_appendix_d(data_dir, out_dir=None, **kwargs) -> dict:
+    """Only the Appendix D diagnostics on FEMNIST (SPS and ASP are tuned first unless stored in ``out_dir``)."""
+    kwargs.setdefault("appendix_d", True)
+    return reproduce("femnist", data_dir, out_dir, main=False, **kwargs)
+

@@ -1,0 +1,693 @@
+"""Two-stage random search over algorithm hyperparameters, on a validation split, saved and resumable.
+
+The paper tunes the stepsize ``gamma`` and the mean number of local steps
+``1/p`` of every method "by a two-stage random search"; this module does
+that, and also tunes RandProx-l1's weight ``lam``:
+
+1. **Stage 1 (wide).** ``n_stage1`` configurations drawn log-uniformly from
+   a wide :class:`SearchSpace`.
+2. **Stage 2 (narrow).** ``n_stage2`` configurations drawn log-uniformly from
+   a box around the best stage-1 configuration, ``narrow`` times as wide (in
+   log space) and clipped to the wide box.
+
+The best configuration over both stages wins. Several independent searches
+(``groups``, e.g. one per sparsity) run side by side, and **every stage of
+every group is evaluated by one call** to the evaluation function, which
+:func:`tune_method` implements as **one batched** :func:`proxfed.run` (the
+hyperparameters as ``(R,)`` arrays). Configurations whose run diverges
+(frozen in the batch) count as failures (score ``None``), never as errors.
+
+Scores come from the **validation** split only (:func:`tune_method` refuses
+``split="test"``); for data without one, :func:`holdout_split` holds out a
+seeded part of every client's training rows. Each search is written to a
+JSON file after every stage (all configurations with their scores and the
+chosen ones); running the same search again with the same file reuses the
+stored stages instead of recomputing them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import _backend as B
+from . import algorithms as A
+from .data.dataset import FederatedDataset, Split
+
+__all__ = [
+    "Param",
+    "SearchSpace",
+    "SearchResult",
+    "random_search",
+    "TUNABLE_METHODS",
+    "method_space",
+    "make_algorithm",
+    "horizon",
+    "tune_method",
+    "holdout_split",
+    "diverged_runs",
+]
+
+SEARCH_FORMAT = "proxfed-search"
+SEARCH_VERSION = 1
+_HOLDOUT_STREAM = 6  # RNG stream of holdout_split (distinct from coins = 0 and init = 1)
+
+#: Methods :func:`make_algorithm` builds, with their hyperparameters.
+TUNABLE_METHODS = {
+    "proxskip": ("gamma", "p"),
+    "final_topk": ("gamma", "p"),
+    "sparse_proxskip": ("gamma", "p"),
+    "sparse_proxskip_local": ("gamma", "p"),
+    "accelerated_server_pruning": ("gamma", "p"),
+    "asp_modified": ("gamma", "p"),
+    "sps_modified": ("gamma", "p"),
+    "randprox_l1": ("gamma", "p", "lam"),
+    "fedht": ("gamma", "local_steps"),
+    "fediht": ("gamma", "local_steps"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# search spaces
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Param:
+    """One hyperparameter: a range ``[low, high]``, sampled uniformly in log space (or linearly).
+
+    Parameters
+    ----------
+    name : str
+    low, high : float
+        Bounds, ``low <= high`` (``low > 0`` when ``log``).
+    log : bool
+        Sample ``exp(U(log low, log high))`` (default) or ``U(low, high)``.
+    integer : bool
+        Round to the nearest integer inside the range (e.g. local steps).
+
+    Examples
+    --------
+    >>> Param("p", 0.01, 1.0).sample(0.5)
+    0.1
+    >>> Param("local_steps", 1, 100, integer=True).sample(0.5)
+    10
+    """
+
+    name: str
+    low: float
+    high: float
+    log: bool = True
+    integer: bool = False
+
+    def __post_init__(self):
+        lo, hi = float(self.low), float(self.high)
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+            raise ValueError(f"{self.name}: need finite low <= high, got [{self.low}, {self.high}]")
+        if self.log and lo <= 0:
+            raise ValueError(f"{self.name}: a log-uniform range needs low > 0, got {self.low}")
+        if self.integer and math.floor(hi) < math.ceil(lo):
+            raise ValueError(f"{self.name}: no integer in [{self.low}, {self.high}]")
+
+    def _to_unit(self, value: float) -> float:
+        lo, hi = (math.log(self.low), math.log(self.high)) if self.log else (self.low, self.high)
+        v = math.log(value) if self.log else value
+        return 0.5 if hi == lo else (v - lo) / (hi - lo)
+
+    def sample(self, u: float):
+        """The value at quantile ``u`` in [0, 1] of the (log-)uniform range (rounded if integer)."""
+        if self.log:
+            v = math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
+        else:
+            v = self.low + u * (self.high - self.low)
+        v = min(max(v, self.low), self.high)
+        if self.integer:
+            return int(min(max(round(v), math.ceil(self.low)), math.floor(self.high)))
+        return float(round(v, 12 - int(math.floor(math.log10(abs(v)))) if v else 0))
+
+    def narrowed(self, center: float, factor: float) -> "Param":
+        """A range ``factor`` times as wide (in log space when ``log``) around ``center``, clipped to this one."""
+        if not 0 < factor <= 1:
+            raise ValueError(f"factor must be in (0, 1], got {factor}")
+        c = self._to_unit(float(center))
+        lo_u, hi_u = max(0.0, c - factor / 2), min(1.0, c + factor / 2)
+        lo, hi = self.sample(lo_u), self.sample(hi_u)
+        if self.integer and lo == hi:
+            return Param(self.name, lo, hi, self.log, True)
+        return Param(self.name, lo, hi, self.log, self.integer)
+
+    def to_json(self) -> dict:
+        """A JSON-serializable description."""
+        return {"name": self.name, "low": self.low, "high": self.high, "log": self.log, "integer": self.integer}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A box of hyperparameters (:class:`Param`), sampled independently per coordinate.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> space = SearchSpace((Param("gamma", 1e-3, 1e-1), Param("p", 0.05, 1.0)))
+    >>> configs = space.sample(np.random.default_rng(0), 3)
+    >>> len(configs), sorted(configs[0])
+    (3, ['gamma', 'p'])
+    """
+
+    params: tuple
+
+    def __post_init__(self):
+        params = tuple(self.params)
+        if not params or not all(isinstance(p, Param) for p in params):
+            raise TypeError("params must be a non-empty sequence of Param")
+        names = [p.name for p in params]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate parameter names: {names}")
+        object.__setattr__(self, "params", params)
+
+    @property
+    def names(self) -> tuple:
+        """The parameter names, in order."""
+        return tuple(p.name for p in self.params)
+
+    def sample(self, rng: np.random.Generator, n: int) -> list:
+        """``n`` configurations (dicts name -> value) drawn with ``rng``."""
+        u = rng.random((int(n), len(self.params)))
+        return [{p.name: p.sample(float(u[i, j])) for j, p in enumerate(self.params)} for i in range(int(n))]
+
+    def narrowed(self, center: dict, factor: float) -> "SearchSpace":
+        """Every range narrowed by ``factor`` around ``center`` (see :meth:`Param.narrowed`)."""
+        return SearchSpace(tuple(p.narrowed(center[p.name], factor) for p in self.params))
+
+    def to_json(self) -> list:
+        """A JSON-serializable description."""
+        return [p.to_json() for p in self.params]
+
+
+@dataclass
+class SearchResult:
+    """Outcome of :func:`random_search` / :func:`tune_method`.
+
+    Attributes
+    ----------
+    trials : list of dict
+        Every evaluated configuration: ``stage`` (1 or 2), ``group``,
+        ``params``, ``score`` (``None`` for a failure) and ``status``
+        (``"ok"``, ``"diverged"`` or ``"failed"``).
+    best : dict
+        Group -> the best configuration (``None`` when every one failed).
+    best_score : dict
+        Group -> its score (``None`` when every one failed).
+    evaluated : int
+        Configurations evaluated by this call (0 when everything was
+        resumed from the file).
+    path : pathlib.Path or None
+        The JSON file.
+    info : dict
+        Extra facts recorded by the evaluator (iterations, wall time, ...).
+    """
+
+    trials: list
+    best: dict
+    best_score: dict
+    evaluated: int = 0
+    path: Path | None = None
+    info: dict = field(default_factory=dict)
+
+
+def _normalize_outcome(value):
+    """``(score or None, status)`` from an evaluator's per-configuration result."""
+    status = None
+    if isinstance(value, tuple):
+        value, status = value
+    if value is None or not np.isfinite(float(value)):
+        return None, status or "failed"
+    return float(value), status or "ok"
+
+
+def _best(trials, group, maximize):
+    ok = [t for t in trials if t["group"] == group and t["score"] is not None]
+    if not ok:
+        return None, None
+    pick = max if maximize else min
+    t = pick(ok, key=lambda t: t["score"])
+    return dict(t["params"]), t["score"]
+
+
+def _roundtrip(obj):
+    return json.loads(json.dumps(obj))
+
+
+def random_search(
+    evaluate: Callable,
+    space: SearchSpace,
+    *,
+    n_stage1: int = 16,
+    n_stage2: int = 8,
+    narrow: float = 0.25,
+    groups: Sequence[str] = ("all",),
+    seed: int = 0,
+    maximize: bool = True,
+    path=None,
+    key: dict | None = None,
+    echo: Callable | None = None,
+) -> SearchResult:
+    """Two-stage random search, several groups side by side, one evaluation call per stage.
+
+    Protocol, exactly:
+
+    1. Stage 1 draws ``n_stage1`` configurations from ``space`` with the
+       generator ``rng(seed, 1)`` (shared by all groups) and evaluates all
+       ``(group, configuration)`` pairs with **one** call of ``evaluate``.
+    2. For every group with at least one successful configuration, stage 2
+       draws ``n_stage2`` configurations from ``space.narrowed(best, narrow)``
+       with ``rng(seed, 2, g)`` (``g`` the group's index) and all groups are
+       evaluated with one more call.
+    3. A group's winner is its best successful configuration over both
+       stages (highest score if ``maximize``); failures (score ``None``,
+       NaN or inf) are recorded and never win.
+
+    With ``path``, the search is written to that JSON file after every stage
+    and, when the file already holds a stage of the same search (same
+    ``key``, space, sizes, seed and groups), that stage is read back instead
+    of evaluated. A file of a different search is overwritten.
+
+    Parameters
+    ----------
+    evaluate : callable
+        ``evaluate(batch) -> scores`` with ``batch`` a list of
+        ``(group, params)`` pairs; returns one score per pair (a float,
+        ``None``/NaN for a failure, or a ``(score, status)`` tuple).
+    space : SearchSpace
+    n_stage1, n_stage2 : int
+        Configurations per stage (``n_stage2 = 0`` skips stage 2).
+    narrow : float in (0, 1]
+        Width of the stage-2 box relative to the stage-1 box (log space).
+    groups : sequence of str
+        Independent searches evaluated side by side (e.g. sparsities).
+    seed : int
+    maximize : bool
+    path : path-like, optional
+        The JSON file of the search.
+    key : dict, optional
+        JSON-serializable facts identifying the search (problem, method,
+        budget); a file with another key is not reused.
+    echo : callable, optional
+        Progress messages (e.g. ``print``).
+
+    Returns
+    -------
+    SearchResult
+
+    Examples
+    --------
+    >>> space = SearchSpace((Param("x", 1e-3, 1e3),))
+    >>> res = random_search(lambda batch: [-abs(math.log10(c["x"])) for _, c in batch], space,
+    ...                     n_stage1=8, n_stage2=8, seed=0)
+    >>> 0.1 < res.best["all"]["x"] < 10
+    True
+    """
+    if n_stage1 < 1 or n_stage2 < 0:
+        raise ValueError(f"need n_stage1 >= 1 and n_stage2 >= 0, got {n_stage1}, {n_stage2}")
+    if not 0 < narrow <= 1:
+        raise ValueError(f"narrow must be in (0, 1], got {narrow}")
+    groups = [str(g) for g in groups]
+    if not groups or len(set(groups)) != len(groups):
+        raise ValueError(f"groups must be non-empty and distinct, got {groups}")
+    say = echo or (lambda *_: None)
+    header = _roundtrip({
+        "format": SEARCH_FORMAT, "version": SEARCH_VERSION, "key": key or {}, "space": space.to_json(),
+        "settings": {"n_stage1": int(n_stage1), "n_stage2": int(n_stage2), "narrow": float(narrow),
+                     "seed": int(seed), "maximize": bool(maximize), "groups": groups},
+    })
+    stored = []
+    path = None if path is None else Path(path)
+    if path is not None and path.is_file():
+        try:
+            doc = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            doc = {}
+        if all(doc.get(k) == v for k, v in header.items()):
+            stored = doc.get("trials", [])
+        else:
+            say(f"  {path.name}: a different search was stored there; starting afresh")
+    trials: list = []
+    evaluated = 0
+
+    def save(complete):
+        if path is None:
+            return
+        best = {g: _best(trials, g, maximize) for g in groups}
+        doc = dict(header, trials=trials, best={g: b for g, (b, _) in best.items()},
+                   best_score={g: s for g, (_, s) in best.items()}, complete=complete)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=1))
+        tmp.replace(path)
+
+    def run_stage(stage, batch):
+        nonlocal evaluated
+        batch = [(g, _roundtrip(c)) for g, c in batch]
+        old = [t for t in stored if t.get("stage") == stage]
+        if len(old) == len(batch) and all(t["group"] == g and t["params"] == c for t, (g, c) in zip(old, batch)):
+            say(f"  stage {stage}: {len(batch)} configurations read back from {path.name}")
+            trials.extend(old)
+            return
+        if not batch:
+            return
+        say(f"  stage {stage}: evaluating {len(batch)} configurations")
+        outcomes = list(evaluate(batch))
+        if len(outcomes) != len(batch):
+            raise ValueError(f"evaluate returned {len(outcomes)} scores for {len(batch)} configurations")
+        evaluated += len(batch)
+        for (g, c), out in zip(batch, outcomes):
+            score, status = _normalize_outcome(out)
+            trials.append({"stage": stage, "group": g, "params": c, "score": score, "status": status})
+        save(False)
+
+    stage1 = space.sample(B.rng(seed, 1), n_stage1)
+    run_stage(1, [(g, c) for g in groups for c in stage1])
+    if n_stage2:
+        batch = []
+        for gi, g in enumerate(groups):
+            best, _ = _best(trials, g, maximize)
+            if best is not None:
+                batch += [(g, c) for c in space.narrowed(best, narrow).sample(B.rng(seed, 2, gi), n_stage2)]
+        run_stage(2, batch)
+    save(True)
+    best = {g: _best(trials, g, maximize) for g in groups}
+    return SearchResult(trials=trials, best={g: b for g, (b, _) in best.items()},
+                        best_score={g: s for g, (_, s) in best.items()}, evaluated=evaluated, path=path)
+
+
+# ---------------------------------------------------------------------------------------------
+# methods
+# ---------------------------------------------------------------------------------------------
+def _per_run(values, dtype=float):
+    a = np.asarray(values, dtype=dtype)
+    return a.item() if a.ndim == 0 else a
+
+
+def make_algorithm(method: str, params: dict, k=None):
+    """Build ``method`` from hyperparameters (scalars, or ``(R,)`` arrays for a batched run).
+
+    Parameters
+    ----------
+    method : str
+        A key of :data:`TUNABLE_METHODS`.
+    params : dict
+        ``gamma`` and ``p`` (Algorithm-1 methods), plus ``lam`` for
+        ``randprox_l1``; ``gamma`` and ``local_steps`` for ``fedht``/``fediht``.
+    k : int or (R,) int array, optional
+        Kept entries of TopK (output and the method's placements); required
+        for every method but ``proxskip``. An array whose entries are all
+        equal is passed as one integer (TopK then uses a partial selection).
+
+    Returns
+    -------
+    Algorithm
+
+    Examples
+    --------
+    >>> make_algorithm("fediht", {"gamma": [0.1, 0.2], "local_steps": [5, 10]}, k=3).name
+    'fediht'
+    """
+    if method not in TUNABLE_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {sorted(TUNABLE_METHODS)}")
+    missing = [n for n in TUNABLE_METHODS[method] if n not in params]
+    if missing:
+        raise ValueError(f"{method} needs hyperparameters {missing}")
+    gamma = _per_run(params["gamma"])
+    if k is not None:
+        k_arr = np.asarray(k, dtype=np.int64)
+        k = int(k_arr.ravel()[0]) if k_arr.ndim == 0 or np.all(k_arr == k_arr.ravel()[0]) else k_arr
+    elif method != "proxskip":
+        raise ValueError(f"{method} needs k")
+    if method in ("fedht", "fediht"):
+        steps = _per_run(params["local_steps"], np.int64)
+        return getattr(A, method)(gamma, steps, k)
+    p = _per_run(params["p"])
+    if method == "proxskip":
+        return A.proxskip(gamma, p)
+    if method == "randprox_l1":
+        return A.randprox_l1(gamma, p, _per_run(params["lam"]), k=k)
+    return getattr(A, method)(gamma, p, k)
+
+
+_L_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _smoothness(problem) -> float:
+    """``L = max_i L_i``, computed once per problem object."""
+    from .theory import constants
+
+    try:
+        return _L_CACHE[problem]
+    except (KeyError, TypeError):
+        pass
+    L = constants(problem)[0]
+    try:
+        _L_CACHE[problem] = L
+    except TypeError:  # pragma: no cover - an unhashable problem
+        pass
+    return L
+
+
+def method_space(method: str, problem, *, gamma_range=(0.05, 3.0), p_range=(0.02, 1.0),
+                 lam_range=(1e-4, 0.3)) -> SearchSpace:
+    """The wide (stage-1) search space of ``method`` on ``problem``, in absolute units.
+
+    * ``gamma`` log-uniform in ``gamma_range / L`` with ``L = max_i L_i``
+      (:func:`proxfed.theory.constants`);
+    * ``p`` log-uniform in ``p_range`` (random-coin methods), or
+      ``local_steps`` log-uniform over the integers in
+      ``[1/p_high, 1/p_low]`` (FedHT, FedIHT: ``p = 1/local_steps``);
+    * ``lam`` (RandProx-l1) log-uniform in ``lam_range * lam_max`` with
+      ``lam_max = ||grad F(0)||_inf``, the smallest weight whose l1 solution is 0.
+    """
+    if method not in TUNABLE_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {sorted(TUNABLE_METHODS)}")
+    L = _smoothness(problem)
+    params = [Param("gamma", gamma_range[0] / L, gamma_range[1] / L)]
+    if "local_steps" in TUNABLE_METHODS[method]:
+        params.append(Param("local_steps", max(1, round(1 / p_range[1])), max(1, round(1 / p_range[0])),
+                            integer=True))
+    else:
+        params.append(Param("p", p_range[0], p_range[1]))
+    if method == "randprox_l1":
+        lam_max = float(np.max(np.abs(B.to_numpy(problem.full_grad(np.zeros(problem.dim))))))
+        params.append(Param("lam", lam_range[0] * lam_max, lam_range[1] * lam_max))
+    return SearchSpace(tuple(params))
+
+
+def horizon(params: dict, communications: int) -> int:
+    """Local steps for ``communications`` communications (expected, for random coins).
+
+    ``ceil(communications / p)`` for random coins, ``communications * local_steps``
+    for the fixed schedule of FedHT/FedIHT.
+
+    >>> horizon({"p": 0.1}, 50), horizon({"local_steps": 7}, 50)
+    (500, 350)
+    """
+    if "local_steps" in params:
+        return int(communications) * int(params["local_steps"])
+    return int(math.ceil(int(communications) / float(params["p"]) - 1e-9))
+
+
+def diverged_runs(result, n_runs: int | None = None) -> np.ndarray:
+    """Boolean mask of the runs of a (batched) :class:`~proxfed.RunResult` that diverged.
+
+    Reads :attr:`proxfed.RunResult.diverged`; ``n_runs`` broadcasts a single
+    run's flag.
+    """
+    mask = np.atleast_1d(np.asarray(result.diverged, bool))
+    if n_runs is not None and mask.size != n_runs:
+        mask = np.broadcast_to(mask, (n_runs,)).copy()
+    return mask
+
+
+def tune_method(
+    method: str,
+    problem,
+    ks: Sequence = (None,),
+    *,
+    communications: int,
+    space: SearchSpace | None = None,
+    n_stage1: int = 16,
+    n_stage2: int = 8,
+    narrow: float = 0.25,
+    seed: int = 0,
+    split: str = "validation",
+    records: int = 50,
+    max_iterations: int | None = None,
+    path=None,
+    key: dict | None = None,
+    progress: bool = False,
+    echo: Callable | None = None,
+    **space_kwargs,
+) -> SearchResult:
+    """Tune ``method`` on ``problem`` for each K in ``ks``: two-stage random search, batched runs.
+
+    Protocol, exactly: :func:`random_search` over ``space`` (default
+    :func:`method_space` with ``space_kwargs``), one search per K (group
+    ``str(K)``). Each stage is **one** batched :func:`proxfed.run` of all
+    (K, configuration) pairs (``R`` runs, hyperparameters as ``(R,)``
+    arrays): every run starts from the problem's default initial point for
+    ``seed`` (the same for all runs) and uses the coin stream ``(seed, 0)``
+    (common random numbers). Run ``r`` is scored after
+    ``horizon(params_r, communications)`` local steps (capped at
+    ``max_iterations``): its ``split`` metric (after the method's TopK) at the
+    last history record not past its horizon; the batch runs to the largest
+    horizon with about ``records`` records per run. A run the runner froze
+    because it diverged scores ``None`` with status ``"diverged"``.
+
+    Parameters
+    ----------
+    method : str
+        A key of :data:`TUNABLE_METHODS`.
+    problem : FederatedProblem
+        Its dataset must have the ``split`` (a validation split).
+    ks : sequence of int or None
+        The TopK sizes to tune for (``(None,)`` for dense ProxSkip).
+    communications : int
+        The tuning horizon in (expected) communications.
+    space : SearchSpace, optional
+    n_stage1, n_stage2, narrow, seed :
+        See :func:`random_search`.
+    split : {"validation", "train"}
+        Where scores are measured; never the test split.
+    records : int
+        History records per batched run.
+    max_iterations : int, optional
+        Cap on the local steps of a batched run.
+    path : path-like, optional
+        JSON file of the search (resumable; see :func:`random_search`).
+    key : dict, optional
+        Extra facts identifying the search in the file.
+    progress : bool
+        Progress bars of the runs.
+    echo : callable, optional
+    **space_kwargs
+        ``gamma_range``, ``p_range``, ``lam_range`` for :func:`method_space`.
+
+    Returns
+    -------
+    SearchResult
+        ``best`` maps ``str(K)`` to the winning hyperparameters;
+        ``info["runs"]`` lists the batched runs (runs, iterations, seconds).
+    """
+    from .runner import run
+
+    if split == "test":
+        raise ValueError("tuning on the test split is not allowed; use a validation split (see holdout_split)")
+    if not problem.has_split(split):
+        raise ValueError(f"the problem's dataset has no {split!r} split; see proxfed.tune.holdout_split")
+    if space is None:
+        space = method_space(method, problem, **space_kwargs)
+    ks = list(ks)
+    by_group = {("none" if k is None else str(int(k))): k for k in ks}
+    info: dict = {"runs": []}
+    say = echo or (lambda *_: None)
+
+    def evaluate(batch):
+        import time
+
+        configs = [c for _, c in batch]
+        R = len(configs)
+        params = {name: np.array([c[name] for c in configs]) for name in space.names}
+        k = None if ks == [None] else np.array([by_group[g] for g, _ in batch], dtype=np.int64)
+        alg = make_algorithm(method, params, k)
+        hz = np.array([horizon(c, communications) for c in configs])
+        if max_iterations is not None:
+            hz = np.minimum(hz, int(max_iterations))
+        T = int(hz.max())
+        every = max(1, T // max(1, int(records)))
+        t0 = time.perf_counter()
+        res = run(alg, problem, T, seed=[int(seed)] * R, split=split, every=every, progress=progress)
+        seconds = time.perf_counter() - t0
+        info["runs"].append({"runs": R, "iterations": T, "seconds": seconds, "status": res.status})
+        say(f"    {R} runs x {T} iterations in {seconds:.1f} s ({res.status})")
+        it = np.asarray(res.history["iteration"])
+        metric = np.asarray(res.history["metric"]).reshape(len(it), R)
+        bad = diverged_runs(res, R)
+        out = []
+        for r in range(R):
+            j = int(np.searchsorted(it, hz[r], side="right")) - 1
+            if bad[r]:
+                out.append((None, "diverged"))
+            else:
+                out.append(float(metric[max(j, 0), r]))
+        return out
+
+    result = random_search(
+        evaluate, space, n_stage1=n_stage1, n_stage2=n_stage2, narrow=narrow, groups=list(by_group), seed=seed,
+        maximize=True, path=path, echo=say,
+        key={"method": method, "communications": int(communications), "split": split,
+             "max_iterations": max_iterations, "records": int(records), **(key or {})},
+    )
+    result.info = info
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# validation hold-out
+# ---------------------------------------------------------------------------------------------
+def holdout_split(dataset: FederatedDataset, fraction: float = 0.1, seed: int = 0) -> FederatedDataset:
+    """Hold out a seeded part of every client's training rows as the validation split.
+
+    Protocol, exactly: client ``i`` with ``n_i`` rows gives
+    ``min(floor(fraction * n_i), n_i - 1)`` of them (so it keeps at least one
+    training row), chosen by a random permutation from ``rng(seed, i, 6)``;
+    the held-out rows of all clients, pooled in client order (each client's
+    in row order), form ``validation``. The remaining rows keep their order
+    and clients; ``test`` and ``name`` are unchanged; ``meta`` is copied and
+    gains ``holdout_rows`` (row indices of the validation rows in the
+    original dataset), ``holdout_fraction`` and ``holdout_seed``.
+
+    Parameters
+    ----------
+    dataset : FederatedDataset
+    fraction : float in (0, 1)
+    seed : int
+
+    Returns
+    -------
+    FederatedDataset
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from proxfed import FederatedDataset
+    >>> ds = FederatedDataset.from_clients([(np.ones((10, 2)), np.zeros(10)), (np.ones((3, 2)), np.ones(3))])
+    >>> out = holdout_split(ds, 0.2, seed=0)
+    >>> out.client_sizes.tolist(), out.validation.n_samples
+    ([8, 3], 2)
+    """
+    if not isinstance(dataset, FederatedDataset):
+        raise TypeError(f"dataset must be a FederatedDataset, got {type(dataset).__name__}")
+    if isinstance(fraction, bool) or not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction!r}")
+    keep, held = [], []
+    for i, (lo, hi) in enumerate(zip(dataset.offsets[:-1], dataset.offsets[1:])):
+        n = int(hi - lo)
+        m = min(int(math.floor(fraction * n)), n - 1)
+        pick = np.sort(B.rng(seed, i, _HOLDOUT_STREAM).permutation(n)[:m]) if m else np.empty(0, np.int64)
+        mask = np.ones(n, bool)
+        mask[pick] = False
+        keep.append(lo + np.flatnonzero(mask))
+        held.append(lo + pick)
+    keep_rows, held_rows = np.concatenate(keep), np.concatenate(held).astype(np.int64)
+    if held_rows.size == 0:
+        raise ValueError(f"fraction={fraction} holds out no row (clients are too small)")
+    sizes = [k.size for k in keep]
+    meta = dict(dataset.meta)
+    meta.update(holdout_rows=held_rows, holdout_fraction=float(fraction), holdout_seed=int(seed))
+    return FederatedDataset(
+        dataset.X[keep_rows], dataset.y[keep_rows], np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        test=dataset.test, validation=Split(dataset.X[held_rows], dataset.y[held_rows]),
+        name=dataset.name, meta=meta,
+    )

@@ -1,0 +1,362 @@
+"""Tuning (proxfed.tune) and the paper reproductions (proxfed.experiments.paper, ``proxfed reproduce``)."""
+
+import json
+import math
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+import proxfed
+from proxfed.cli import build_parser, main
+from proxfed.data import make_sparse_regression
+from proxfed.experiments import BUDGETS, PAPER_METHODS, PUBLISHED, reproduce, sparsity_to_k
+from proxfed.experiments.tables import markdown_table, mean_se, parse_markdown_tables
+from proxfed.problems import Ridge
+from proxfed.tune import (
+    Param,
+    SearchSpace,
+    diverged_runs,
+    holdout_split,
+    make_algorithm,
+    random_search,
+    tune_method,
+)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    ds = make_sparse_regression(n_clients=10, n_features=30, n_informative=4, n_test=500, n_validation=400, seed=3)
+    return Ridge(ds, alpha=10.0)
+
+
+class LoggingRidge(Ridge):
+    """Ridge that records on which splits it was scored."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.scored = []
+
+    def score(self, w, split="test"):
+        self.scored.append(split)
+        return super().score(w, split)
+
+
+# -- search spaces and the generic search ---------------------------------------------------------
+def test_param_sampling_and_narrowing():
+    p = Param("p", 0.01, 1.0)
+    assert p.sample(0.0) == 0.01 and p.sample(1.0) == 1.0
+    q = p.narrowed(0.1, 0.25)
+    assert 0.01 <= q.low < 0.1 < q.high <= 1.0
+    assert math.isclose(math.log(q.high / q.low), 0.25 * math.log(100), rel_tol=1e-6)
+    edge = p.narrowed(1.0, 0.25)  # clipped to the wide box
+    assert edge.high == 1.0 and edge.low > 0.01
+    e = Param("local_steps", 1, 50, integer=True)
+    values = {e.sample(u) for u in np.linspace(0, 1, 101)}
+    assert all(isinstance(v, int) and 1 <= v <= 50 for v in values) and {1, 50} <= values
+    with pytest.raises(ValueError):
+        Param("x", 0.0, 1.0)
+    with pytest.raises(ValueError):
+        Param("x", 2.0, 1.0)
+    with pytest.raises(ValueError):
+        SearchSpace((Param("x", 1, 2), Param("x", 1, 2)))
+
+
+def test_random_search_generic_resume_and_key(tmp_path):
+    space = SearchSpace((Param("x", 1e-3, 1e3), Param("y", 0.1, 10.0)))
+    calls = []
+
+    def evaluate(batch):
+        calls.append(len(batch))
+        return [-(math.log10(c["x"]) - 1) ** 2 - (math.log10(c["y"])) ** 2 if c["x"] < 500 else None
+                for _, c in batch]
+
+    path = tmp_path / "s.json"
+    a = random_search(evaluate, space, n_stage1=12, n_stage2=6, groups=["g1", "g2"], seed=4, path=path)
+    assert calls == [24, 12] and a.evaluated == 36
+    doc = json.loads(path.read_text())
+    assert doc["complete"] and len(doc["trials"]) == 36
+    assert {t["stage"] for t in doc["trials"]} == {1, 2}
+    assert doc["best"]["g1"] == a.best["g1"]
+    # resumed: nothing evaluated, same result
+    b = random_search(evaluate, space, n_stage1=12, n_stage2=6, groups=["g1", "g2"], seed=4, path=path)
+    assert calls == [24, 12] and b.evaluated == 0 and b.best == a.best and b.trials == a.trials
+    # a different search in the same file is recomputed
+    c = random_search(evaluate, space, n_stage1=12, n_stage2=6, groups=["g1", "g2"], seed=4, path=path,
+                      key={"other": 1})
+    assert c.evaluated == 36
+    # failures are recorded, never chosen
+    fails = [t for t in c.trials if t["score"] is None]
+    assert all(t["status"] == "failed" and t["params"]["x"] >= 500 for t in fails)
+    # stage 2 samples lie in the narrowed box around the stage-1 winner
+    s1 = [t for t in a.trials if t["stage"] == 1 and t["group"] == "g1" and t["score"] is not None]
+    best1 = max(s1, key=lambda t: t["score"])["params"]
+    box = space.narrowed(best1, 0.25)
+    for t in a.trials:
+        if t["stage"] == 2 and t["group"] == "g1":
+            assert all(p.low <= t["params"][p.name] <= p.high for p in box.params)
+
+
+# -- tuning federated methods ---------------------------------------------------------------------
+def test_tune_finds_better_than_median_config(problem):
+    k = sparsity_to_k(problem.dim, 0.8)
+    res = tune_method("sparse_proxskip", problem, [k], communications=10, n_stage1=10, n_stage2=5, seed=1,
+                      p_range=(0.1, 1.0), gamma_range=(0.05, 3.0))
+    scores = [t["score"] for t in res.trials if t["stage"] == 1 and t["score"] is not None]
+    assert len(res.trials) == 15
+    best = res.best_score[str(k)]
+    assert best == max(t["score"] for t in res.trials if t["score"] is not None)
+    assert best > np.median(scores)
+    # one batched run per stage
+    assert [r["runs"] for r in res.info["runs"]] == [10, 5]
+
+
+def test_tune_resumes_without_recomputation(problem, tmp_path, monkeypatch):
+    k = sparsity_to_k(problem.dim, 0.9)
+    kw = dict(communications=8, n_stage1=6, n_stage2=3, seed=2, p_range=(0.2, 1.0), path=tmp_path / "fediht.json")
+    first = tune_method("fediht", problem, [k], **kw)
+    assert first.evaluated == 9
+    doc = json.loads((tmp_path / "fediht.json").read_text())
+    assert len(doc["trials"]) == 9 and doc["key"]["method"] == "fediht"
+    assert all(isinstance(t["params"]["local_steps"], int) for t in doc["trials"])
+
+    def no_runs(*args, **kwargs):
+        raise AssertionError("a resumed search must not run anything")
+
+    monkeypatch.setattr(proxfed.runner, "run", no_runs)
+    again = tune_method("fediht", problem, [k], **kw)
+    assert again.evaluated == 0 and again.best == first.best and again.best_score == first.best_score
+
+
+def test_selection_uses_validation_not_test(problem):
+    ds = problem.dataset
+    # a test split on which the ranking is reversed (targets negated)
+    flipped = proxfed.FederatedDataset(ds.X, ds.y, ds.offsets, test=(ds.test.X, -ds.test.y),
+                                       validation=ds.validation, name="flipped")
+    prob = LoggingRidge(flipped, alpha=10.0)
+    k = sparsity_to_k(prob.dim, 0.8)
+    res = tune_method("final_topk", prob, [k], communications=6, n_stage1=6, n_stage2=2, seed=0,
+                      p_range=(0.2, 1.0), records=10_000)  # a record at every iteration
+    assert "validation" in prob.scored and "test" not in prob.scored
+    # the stored score of the winner is its validation metric, not its test metric
+    best = res.best[str(k)]
+    alg = make_algorithm("final_topk", best, k)
+    T = math.ceil(6 / best["p"] - 1e-9)
+    single = proxfed.run(alg, prob, T, seed=0, split="validation", every=1)
+    val = float(single.history["metric"][-1])
+    assert res.best_score[str(k)] == pytest.approx(val, rel=1e-7, abs=1e-9)
+    assert not np.isclose(res.best_score[str(k)], prob.score(single.w, "test"))
+    with pytest.raises(ValueError, match="test"):
+        tune_method("final_topk", prob, [k], communications=6, split="test")
+    no_val = Ridge(proxfed.FederatedDataset(ds.X, ds.y, ds.offsets, test=ds.test), alpha=10.0)
+    with pytest.raises(ValueError, match="validation"):
+        tune_method("final_topk", no_val, [k], communications=6)
+
+
+def test_diverged_configurations_are_failures(problem):
+    k = sparsity_to_k(problem.dim, 0.8)
+    res = tune_method("sparse_proxskip", problem, [k], communications=40, n_stage1=8, n_stage2=2, seed=0,
+                      gamma_range=(0.5, 1e3), p_range=(0.2, 1.0))
+    status = [t["status"] for t in res.trials]
+    assert "diverged" in status and "ok" in status
+    assert all(t["score"] is None for t in res.trials if t["status"] == "diverged")
+    assert res.best[str(k)] is not None
+    assert res.best_score[str(k)] == max(t["score"] for t in res.trials if t["score"] is not None)
+
+
+def test_diverged_runs_mask(problem):
+    L = proxfed.theory.constants(problem)[0]
+    alg = make_algorithm("proxskip", {"gamma": np.array([0.5, 1e3, 0.5]) / L, "p": np.full(3, 0.5)})
+    res = proxfed.run(alg, problem, 200, seed=[0, 0, 0], every=10)
+    assert res.status == "diverged"
+    assert diverged_runs(res).tolist() == [False, True, False]
+
+
+def test_make_algorithm_batches_hyperparameters():
+    alg = make_algorithm("randprox_l1", {"gamma": [0.1, 0.2], "p": [0.5, 0.4], "lam": [1.0, 2.0]}, k=[3, 3])
+    assert alg.n_runs == 2 and alg.final.k == 3  # equal K collapse to one integer
+    alg = make_algorithm("sparse_proxskip", {"gamma": [0.1, 0.2], "p": [0.5, 0.4]}, k=[3, 4])
+    assert alg.final.k.tolist() == [3, 4]
+    with pytest.raises(ValueError, match="needs k"):
+        make_algorithm("fedht", {"gamma": 0.1, "local_steps": 3})
+    with pytest.raises(ValueError, match="unknown method"):
+        make_algorithm("nope", {})
+
+
+def test_holdout_split_is_seeded_per_client_and_complete():
+    ds = make_sparse_regression(n_clients=12, n_features=5, n_informative=2, seed=0)
+    a, b = holdout_split(ds, 0.25, seed=7), holdout_split(ds, 0.25, seed=7)
+    assert np.array_equal(a.meta["holdout_rows"], b.meta["holdout_rows"])
+    c = holdout_split(ds, 0.25, seed=8)
+    assert not np.array_equal(a.meta["holdout_rows"], c.meta["holdout_rows"])
+    sizes = ds.client_sizes
+    expect = np.minimum(np.floor(0.25 * sizes).astype(int), sizes - 1)
+    assert np.array_equal(a.client_sizes, sizes - expect) and a.validation.n_samples == expect.sum()
+    assert np.all(a.client_sizes >= 1)
+    # held-out rows and kept rows partition the original rows; the test split is untouched
+    kept = a.X.shape[0] + a.validation.X.shape[0]
+    assert kept == ds.n_samples
+    assert np.array_equal(a.validation.X, ds.X[a.meta["holdout_rows"]])
+    assert a.test is ds.test
+    with pytest.raises(ValueError):
+        holdout_split(ds, 1.0)
+
+
+# -- tables and CLI ---------------------------------------------------------------------------------
+def test_tables_and_mean_se():
+    assert mean_se([2.0]) == (2.0, 0.0)
+    m, se = mean_se([1.0, 3.0])
+    assert m == 2.0 and se == pytest.approx(1.0)
+    text = "intro\n\n" + markdown_table(["a", "b"], [["x", "1"], ["y", "2"]]) + "\n\nafter\n"
+    assert parse_markdown_tables(text) == [(["a", "b"], [["x", "1"], ["y", "2"]])]
+    with pytest.raises(ValueError):
+        parse_markdown_tables("| a | b |\n|---|---|\n| x |\n")
+
+
+def test_cli_reproduce_parser(tmp_path, capsys):
+    args = build_parser().parse_args(["reproduce", "femnist", "--data-dir", "d", "--budget", "small"])
+    assert args.experiment == "femnist" and args.budget == "small" and args.out is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["reproduce", "blogfeedback", "--data-dir", "d", "--budget", "huge"])
+    with pytest.raises(SystemExit):
+        main(["reproduce", "blogfeedback", "--data-dir", "d", "--methods", "fedavg"])
+    assert "unknown methods" in capsys.readouterr().err
+
+
+def test_budgets_are_consistent():
+    for dataset, budgets in BUDGETS.items():
+        assert set(budgets) == {"smoke", "small", "paper"}
+        for b in budgets.values():
+            assert 0 < b.p_range[0] < b.p_range[1] <= 1 and b.seeds >= 1
+            if b.tune_sparsities is not None:
+                assert set(b.tune_sparsities) <= set(PUBLISHED[dataset]["sparsities"])
+    assert BUDGETS["blogfeedback"]["paper"].communications == 10_000
+    assert BUDGETS["blogfeedback"]["paper"].seeds == BUDGETS["femnist"]["paper"].seeds == 5
+
+
+@pytest.mark.parametrize("module_name", ["proxfed.tune", "proxfed.experiments.paper",
+                                         "proxfed.experiments.published", "proxfed.experiments.tables"])
+def test_new_public_names_are_documented(module_name):
+    from tests.test_docs_api import test_public_names_are_documented
+
+    test_public_names_are_documented(module_name)
+
+
+# -- the smoke budgets end to end on the real data -------------------------------------------------
+_CELL = re.compile(r"^(-?\d+(?:\.\d+)?) ± (\d+(?:\.\d+)?)$")
+
+
+def check_results_dir(out, dataset, appendix_d=False):
+    """The results directory is complete and consistent."""
+    budget = BUDGETS[dataset]["smoke"]
+    run_info = json.loads((out / "run.json").read_text())
+    assert run_info["status"] == "completed" and run_info["budget"]["name"] == "smoke"
+    assert run_info["is_reproduction_budget"] is False
+    summary = json.loads((out / "summary.json").read_text())
+    methods = PAPER_METHODS[dataset]
+    sparsities = PUBLISHED[dataset]["sparsities"]
+    assert set(summary) == set(methods)
+    n_groups = {m: 1 if (m == "proxskip" or budget.tune_sparsities) else len(sparsities) for m in methods}
+    for m in methods:
+        search = json.loads((out / "tuning" / f"{m}.json").read_text())
+        assert search["complete"]
+        assert len(search["trials"]) == n_groups[m] * (budget.n_stage1 + budget.n_stage2)
+        for s in ([None] if m == "proxskip" else sparsities):
+            d = out / "runs" / m / ("dense" if s is None else f"s{round(1000 * s):04d}")
+            summ = json.loads((d / "summary.json").read_text())
+            with np.load(d / "history.npz") as h:
+                assert set(proxfed.runner.HISTORY_KEYS) - {"dist_opt"} <= set(h.files)
+                for key in h.files:
+                    assert h[key].shape[0] == summ["records"], (m, s, key)
+                assert h["metric"].shape == (summ["records"], budget.seeds)
+                assert np.allclose(h["metric"][-1], summ["metric"])
+                assert h["iteration"][-1] == summ["iterations"]
+            with np.load(d / "final_w.npz") as f:
+                w = f["w"]
+            assert w.shape[0] == budget.seeds
+            if s is not None:
+                assert np.all((w != 0).sum(axis=1) <= sparsity_to_k(w.shape[1], s))
+            assert json.loads((d / "config.json").read_text())["iterations"] == summ["iterations"]
+    # tables parse; every "ours" cell is the mean ± se of the summary
+    names = (["table1_r2", "table5_loss", "table2_communication", "orderings"] if dataset == "blogfeedback"
+             else ["table4_accuracy", "table3_communication", "orderings"])
+    for name in names:
+        text = (out / "tables" / f"{name}.md").read_text()
+        assert "not** a reproduction" in text
+        tables = parse_markdown_tables(text)
+        assert len(tables) == 1
+    header, rows = parse_markdown_tables((out / "tables" / f"{names[0]}.md").read_text())[0]
+    assert len(rows) == len(methods) and len(header) == 1 + 3 * len(sparsities)
+    from proxfed.experiments.published import METHOD_LABELS
+
+    for row in rows:
+        m = next(k for k, v in METHOD_LABELS.items() if v == row[0])
+        for j, s in enumerate(sparsities):
+            cell = _CELL.match(row[1 + 3 * j])
+            assert cell, row
+            vals = summary[m]["None" if m == "proxskip" else str(s)]["metric"]
+            mean, se = mean_se(vals)
+            assert float(cell.group(1)) == pytest.approx(100 * mean, abs=0.051)
+            assert float(cell.group(2)) == pytest.approx(100 * se, abs=0.051)
+            paper = PUBLISHED[dataset]["metric"].get(m, {}).get(s)
+            if paper is not None:
+                assert float(row[2 + 3 * j]) == pytest.approx(100 * paper, abs=0.051)
+    comm_rows = parse_markdown_tables((out / "tables" / f"{names[-2]}.md").read_text())[0][1]
+    assert len(comm_rows) == len(methods) - 1  # no dense reference
+    numbers = json.loads((out / "tables" / "tables.json").read_text())
+    assert set(numbers) >= {"metric", "communication", "orderings"}
+    fig = "figure2" if dataset == "blogfeedback" else "figure3"
+    for s in sparsities:
+        png = out / "figures" / f"{fig}_s{round(1000 * s):04d}.png"
+        assert png.stat().st_size > 5000
+    readme = (out / "README.md").read_text()
+    assert "smoke" in readme and "not** a reproduction" in readme
+    json.loads((out / "tuned.json").read_text())
+    if appendix_d:
+        d = out / "appendix_d"
+        assert (d / "appendix_d.png").stat().st_size > 5000
+        doc = json.loads((d / "appendix_d.json").read_text())
+        assert set(doc["final"]) == {"sparse_proxskip", "sps_modified", "accelerated_server_pruning",
+                                     "asp_modified"}
+        # the zero-sum variants keep sum_i h_i = 0, ASP's sum dominates (already after a few steps)
+        fin = doc["final"]
+        assert fin["sparse_proxskip"]["sum_h_norm"]["mean"] < 1e-6 * fin["sparse_proxskip"]["mean_h_norm"]["mean"]
+        assert fin["asp_modified"]["sum_h_norm"]["mean"] < 1e-6 * fin["asp_modified"]["mean_h_norm"]["mean"]
+        assert (fin["accelerated_server_pruning"]["sum_h_norm"]["mean"]
+                > fin["accelerated_server_pruning"]["mean_h_norm"]["mean"])
+        for m in ("sps_modified", "asp_modified"):
+            with np.load(d / m / "history.npz") as h:
+                assert h["metric"].shape[1] == budget.seeds
+        header, rows = parse_markdown_tables((d / "appendix_d.md").read_text())[0]
+        assert len(rows) == 4
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_blogfeedback_smoke_end_to_end(shared_data, tmp_path):
+    out = tmp_path / "blogfeedback-smoke"
+    messages = []
+    res = reproduce("blogfeedback", shared_data, out, budget="smoke", progress=False, echo=messages.append)
+    check_results_dir(out, "blogfeedback")
+    assert (out / "diagnostics" / "alpha_check.md").is_file()
+    assert any("tuning" in m for m in messages) and any("final runs" in m for m in messages)
+    assert res["numbers"]["metric"]["sparse_proxskip"]["0.9"]["paper"] == 0.271
+    # everything is stored: a second call (on a copy) reads it back instead of computing
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    again = []
+    reproduce("blogfeedback", shared_data, copy, budget="smoke", progress=False, echo=again.append,
+              methods=("sparse_proxskip",))
+    assert any("read back" in m for m in again) and not any("evaluating" in m for m in again)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_femnist_smoke_end_to_end(shared_data, tmp_path):
+    out = tmp_path / "femnist-smoke"
+    reproduce("femnist", shared_data, out, budget="smoke", progress=False, echo=lambda *_: None)
+    check_results_dir(out, "femnist", appendix_d=True)
+    run_info = json.loads((out / "run.json").read_text())
+    assert run_info["data"]["n_clients"] == 100 and run_info["data"]["n_validation"] > 0
+    assert run_info["alpha"]["alpha"] == pytest.approx(1 / run_info["data"]["n_train"])
