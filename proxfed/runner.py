@@ -122,7 +122,8 @@ def _initial_models(problem, seed, runs):
     if runs is None:
         return problem.initial_point(seed=_seeds_and_keys(seed, None)[0][0], run=0)
     seeds, keys = _seeds_and_keys(seed, runs)
-    return np.stack([problem.initial_point(seed=s, run=r) for s, r in zip(seeds, keys)])
+    points = [problem.initial_point(seed=s, run=r) for s, r in zip(seeds, keys)]
+    return B.namespace(*points).stack(points)  # stays in the problem's array library
 
 
 class _Recorder:
