@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -135,6 +136,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="run the paper-length W1 run in full")
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--rst", help="also write the table as reStructuredText (for docs/performance.rst)")
     args = parser.parse_args(argv)
     rows = []
     bw = read_bandwidth()
@@ -216,15 +218,24 @@ def main(argv=None):
                     baseline="engine, explicit steps",
                     note="" if args.full else f"explicit extrapolated from {explicit_its:,} iterations"))
 
-    print(f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, "
-          f"read {bw / 1e9:.1f} GB/s, GEMM {peak64 / 1e9:.0f} GFLOP/s (f64) / {peak32 / 1e9:.0f} (f32); "
-          f"numpy {np.__version__}, proxfed {proxfed.__version__}")
+    machine = (f"{platform.machine()}, {os.cpu_count()} cores, read bandwidth {bw / 1e9:.1f} GB/s, "
+               f"GEMM {peak64 / 1e9:.0f} GFLOP/s (float64) / {peak32 / 1e9:.0f} GFLOP/s (float32); "
+               f"NumPy {np.__version__}, proxfed {proxfed.__version__}")
+    print(f"machine: {machine}")
     print()
     print("| workload | baseline | baseline ms | engine ms | ratio | note |")
     print("|---|---|---:|---:|---:|---|")
     for r in rows:
         print(f"| {r['workload']} | {r['baseline']} | {r['baseline_ms']:.2f} | {r['engine_ms']:.2f} | "
               f"{r['ratio']:.2f}x | {r['note']} |")
+    if args.rst:
+        lines = [f"Measured on: {machine}.", "", ".. list-table::", "   :header-rows: 1", "",
+                 "   * - workload", "     - baseline", "     - baseline ms", "     - engine ms", "     - ratio",
+                 "     - note"]
+        for r in rows:
+            lines += [f"   * - {r['workload']}", f"     - {r['baseline']}", f"     - {r['baseline_ms']:.2f}",
+                      f"     - {r['engine_ms']:.2f}", f"     - {r['ratio']:.2f}x", f"     - {r['note'] or '–'}"]
+        Path(args.rst).write_text("\n".join(lines) + "\n")
     if args.json:
         Path(args.json).write_text(json.dumps({"bandwidth": bw, "gemm64": peak64, "gemm32": peak32, "rows": rows},
                                               indent=2))

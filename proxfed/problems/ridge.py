@@ -130,11 +130,15 @@ class Ridge(FederatedProblem):
                 self._layouts[mode] = self._layout(self.dataset.n_features / 2)
             lay = self._layouts[mode]
             cast = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
+            chunks = [(bk.clients[sl], cast(bk.X[sl]), cast(bk.y[sl, :, None]))
+                      for bk in lay["buckets"] for sl in _cache_chunks(bk.X)]
+            # clients in block order: each block is a contiguous slice of the permuted iterates
+            order = np.concatenate([lay["gram_clients"]] + [idx for idx, _, _ in chunks])
+            bounds = np.cumsum([lay["gram_clients"].size] + [idx.size for idx, _, _ in chunks])
             self._host_cache[key] = {
                 "gram_clients": lay["gram_clients"], "G": cast(lay["G"]), "c": cast(lay["c"][..., None]),
-                "half_bb": cast(lay["half_bb"][:, None]),
-                "buckets": [(bk.clients[sl], cast(bk.X[sl]), cast(bk.y[sl, :, None]))
-                            for bk in lay["buckets"] for sl in _cache_chunks(bk.X)],
+                "half_bb": cast(lay["half_bb"][:, None]), "order": order,
+                "buckets": [(slice(int(lo), int(hi)), X, y) for (_, X, y), lo, hi in zip(chunks, bounds[:-1], bounds[1:])],
             }
         return self._host_cache[key]
 
@@ -181,25 +185,32 @@ class Ridge(FederatedProblem):
         lead, (N, d) = W.shape[:-2], W.shape[-2:]
         R = int(np.prod(lead, dtype=np.int64))
         lay = self._host_layout(R > 1, W.dtype)
-        Wt = np.moveaxis(W.reshape(R, N, d), 0, -1)  # (N, d, R) view
-        grad = np.empty((N, d, R), dtype=W.dtype) if want_grad else None
-        value = np.empty((N, R), dtype=W.dtype) if want_value else None
-        gidx = lay["gram_clients"]
-        if gidx.size:
-            Wg = Wt[gidx]
+        order = lay["order"]
+        Wp = np.moveaxis(W.reshape(R, N, d), 0, -1)[order]  # (N, d, R), clients in block order
+        grad_p = np.empty((N, d, R), dtype=W.dtype) if want_grad else None
+        value_p = np.empty((N, R), dtype=W.dtype) if want_value else None
+        ng = lay["gram_clients"].size
+        if ng:
+            Wg = Wp[:ng]
             Gw = np.matmul(lay["G"], Wg)
             if want_value:
-                value[gidx] = np.einsum("ndr,ndr->nr", Wg, 0.5 * Gw - lay["c"]) + lay["half_bb"]
+                value_p[:ng] = np.einsum("ndr,ndr->nr", Wg, 0.5 * Gw - lay["c"]) + lay["half_bb"]
             if want_grad:
-                np.subtract(Gw, lay["c"], out=Gw)
-                grad[gidx] = Gw
-        for idx, X, y in lay["buckets"]:
-            r = np.matmul(X, Wt[idx])
+                np.subtract(Gw, lay["c"], out=grad_p[:ng])
+        for sl, X, y in lay["buckets"]:
+            r = np.matmul(X, Wp[sl])
             r -= y
             if want_grad:
-                grad[idx] = np.matmul(np.swapaxes(X, 1, 2), r)  # X is still in cache
+                np.matmul(np.swapaxes(X, 1, 2), r, out=grad_p[sl])  # X is still in cache
             if want_value:
-                value[idx] = 0.5 * np.einsum("nkr,nkr->nr", r, r)
+                value_p[sl] = 0.5 * np.einsum("nkr,nkr->nr", r, r)
+        grad = value = None
+        if want_grad:
+            grad = np.empty_like(grad_p)
+            grad[order] = grad_p
+        if want_value:
+            value = np.empty_like(value_p)
+            value[order] = value_p
         g = None if grad is None else np.moveaxis(grad, -1, 0).reshape(lead + (N, d))
         v = None if value is None else np.moveaxis(value, -1, 0).reshape(lead + (N,))
         return v, g
@@ -218,9 +229,9 @@ class Ridge(FederatedProblem):
             if lay["gram_clients"].size:
                 s2, V = np.linalg.eigh(lay["G"])
                 blocks.append((lay["gram_clients"], V, np.maximum(s2, 0.0), lay["c"]))
-            for idx, X, y in lay["buckets"]:
+            for sl, X, y in lay["buckets"]:
                 _, s, Vt = np.linalg.svd(X, full_matrices=False)
-                blocks.append((idx, np.swapaxes(Vt, 1, 2), s**2, np.matmul(np.swapaxes(X, 1, 2), y)))
+                blocks.append((lay["order"][sl], np.swapaxes(Vt, 1, 2), s**2, np.matmul(np.swapaxes(X, 1, 2), y)))
             cast = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
             sizes = [s2.size for _, _, s2, _ in blocks]
             self._host_cache[key] = {
