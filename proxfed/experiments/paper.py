@@ -417,13 +417,8 @@ def _threshold_bits(hist, thr) -> float:
     return math.nan if hit.size == 0 else float(bits[hit[0]].mean())
 
 
-def _tables(pipe) -> dict:
-    """Markdown tables and their numbers."""
-    ds, pub = pipe.dataset, PUBLISHED[pipe.dataset]
-    out_md, numbers = {}, {"metric": {}, "loss": {}, "communication": {}}
-    methods = [m for m in pipe.methods if m in pipe.results]
-    banner = _banner(pipe.budget)
-    # -- final metric (Table 1 / Table 4)
+def _side_by_side(pipe, methods, key, published, numbers, fmt_ours, fmt_paper, fmt_delta):
+    """Header and rows of ours / paper / difference per sparsity for summary ``key``; fills ``numbers``."""
     header = ["method"]
     for s in pipe.sparsities:
         header += [f"{_pct(s)} ours", f"{_pct(s)} paper", f"{_pct(s)} Δ"]
@@ -432,14 +427,29 @@ def _tables(pipe) -> dict:
         row = [METHOD_LABELS.get(m, m)]
         for s in pipe.sparsities:
             r = pipe.results[m].get(None if m == "proxskip" else s)
-            mean, se = mean_se(r["summary"]["metric"]) if r else (math.nan, math.nan)
-            paper = pub["metric"].get(m, {}).get(s)
-            numbers["metric"].setdefault(m, {})[str(s)] = {"mean": mean, "se": se, "paper": paper,
-                                                           "values": r["summary"]["metric"] if r else None}
-            row += [f"{100 * mean:.1f} ± {100 * se:.1f}" if r else "—",
-                    f"{100 * paper:.1f}" if paper is not None else "—",
-                    f"{100 * (mean - paper):+.1f}" if (paper is not None and r) else "—"]
+            mean, se = mean_se(r["summary"][key]) if r else (math.nan, math.nan)
+            paper = published.get(m, {}).get(s)
+            entry = {"mean": mean, "se": se, "paper": paper}
+            if key == "metric":
+                entry["values"] = r["summary"][key] if r else None
+            numbers.setdefault(m, {})[str(s)] = entry
+            row += [fmt_ours(mean, se) if r else "—", fmt_paper(paper) if paper is not None else "—",
+                    fmt_delta(mean, paper) if (paper is not None and r) else "—"]
         rows.append(row)
+    return header, rows
+
+
+def _tables(pipe) -> dict:
+    """Markdown tables and their numbers."""
+    ds, pub = pipe.dataset, PUBLISHED[pipe.dataset]
+    out_md, numbers = {}, {"metric": {}, "loss": {}, "communication": {}}
+    methods = [m for m in pipe.methods if m in pipe.results]
+    banner = _banner(pipe.budget)
+    # -- final metric (Table 1 / Table 4)
+    header, rows = _side_by_side(pipe, methods, "metric", pub["metric"], numbers["metric"],
+                                 lambda mean, se: f"{100 * mean:.1f} ± {100 * se:.1f}",
+                                 lambda paper: f"{100 * paper:.1f}",
+                                 lambda mean, paper: f"{100 * (mean - paper):+.1f}")
     name = "table1_r2" if ds == "blogfeedback" else "table4_accuracy"
     what = "test R² (%)" if ds == "blogfeedback" else "test accuracy (%)"
     tab_no = "Table 1" if ds == "blogfeedback" else "Table 4"
@@ -448,20 +458,10 @@ def _tables(pipe) -> dict:
                     f"a reference without TopK (the same value in every column).\n\n" + markdown_table(header, rows))
     # -- train loss (Table 5, BlogFeedback)
     if ds == "blogfeedback":
-        header = ["method"]
-        for s in pipe.sparsities:
-            header += [f"{_pct(s)} ours", f"{_pct(s)} paper", f"{_pct(s)} Δ"]
-        rows = []
-        for m in methods:
-            row = [METHOD_LABELS.get(m, m)]
-            for s in pipe.sparsities:
-                r = pipe.results[m].get(None if m == "proxskip" else s)
-                mean, se = mean_se(r["summary"]["train_loss_sum"]) if r else (math.nan, math.nan)
-                paper = pub["loss"].get(m, {}).get(s)
-                numbers["loss"].setdefault(m, {})[str(s)] = {"mean": mean, "se": se, "paper": paper}
-                row += [f"{mean:.4g} ± {se:.2g}" if r else "—", f"{paper:.4g}" if paper is not None else "—",
-                        f"{100 * (mean / paper - 1):+.1f}%" if (paper is not None and r) else "—"]
-            rows.append(row)
+        header, rows = _side_by_side(pipe, methods, "train_loss_sum", pub["loss"], numbers["loss"],
+                                     lambda mean, se: f"{mean:.4g} ± {se:.2g}",
+                                     lambda paper: f"{paper:.4g}",
+                                     lambda mean, paper: f"{100 * (mean / paper - 1):+.1f}%")
         out_md["table5_loss"] = (
             "# Table 5: final train loss sum_i ½‖A_i w − b_i‖² after TopK, mean ± standard error over "
             f"{pipe.budget.seeds} seeds\n\n{banner}\nΔ = ours / paper − 1.\n\n" + markdown_table(header, rows))

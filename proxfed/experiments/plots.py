@@ -36,15 +36,21 @@ def plot_metric_vs_bits(histories: dict, path, metric_label: str = "test metric"
         bits = hist["bits_up"]
         ax_bits.plot(bits[bits > 0], hist["metric"][bits > 0], label=name, lw=1.4)
         ax_comm.plot(hist["communications"], hist["loss"], label=name, lw=1.4)
+    return _finish_bits_and_loss(plt, fig, ax_bits, ax_comm, metric_label,
+                                 "training objective (after final prox)", title, path, "lower right")
+
+
+def _finish_bits_and_loss(plt, fig, ax_bits, ax_comm, metric_label, loss_label, title, path, legend_loc):
+    """Axes, labels, legend and file of the two-panel figure: metric vs uplink bits, loss vs communications."""
     ax_bits.set_xscale("log")
     ax_bits.set_xlabel("uplink bits per client")
     ax_bits.set_ylabel(metric_label)
     ax_comm.set_yscale("log")
     ax_comm.set_xlabel("communications")
-    ax_comm.set_ylabel("training objective (after final prox)")
-    ax_bits.grid(alpha=0.3)
-    ax_comm.grid(alpha=0.3)
-    ax_bits.legend(fontsize=7, loc="lower right")
+    ax_comm.set_ylabel(loss_label)
+    for ax in (ax_bits, ax_comm):
+        ax.grid(alpha=0.3)
+    ax_bits.legend(fontsize=7, loc=legend_loc)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -109,22 +115,7 @@ def plot_paper_figure(curves: dict, path, metric_label: str = "test metric", tit
         lm, lse = _mean_band(hist["loss"])
         ax_comm.plot(comm, lm, style, color=color, label=name, lw=1.4)
         ax_comm.fill_between(comm, np.maximum(lm - lse, 1e-300), lm + lse, color=color, alpha=0.2, lw=0)
-    ax_bits.set_xscale("log")
-    ax_bits.set_xlabel("uplink bits per client")
-    ax_bits.set_ylabel(metric_label)
-    ax_comm.set_yscale("log")
-    ax_comm.set_xlabel("communications")
-    ax_comm.set_ylabel(loss_label)
-    for ax in (ax_bits, ax_comm):
-        ax.grid(alpha=0.3)
-    ax_bits.legend(fontsize=7, loc="best")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish_bits_and_loss(plt, fig, ax_bits, ax_comm, metric_label, loss_label, title, path, "best")
 
 
 def plot_appendix_d(curves: dict, path, title: str = "") -> Path:
