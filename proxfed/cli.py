@@ -39,12 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None, help="results directory (default: proxfed-results/<dataset>-<budget>)")
     rep.add_argument("--methods", nargs="+", default=None, help="subset of the methods")
     rep.add_argument("--seed", type=int, default=0, help="seed of the tuning; final runs use seed+1.. (default: 0)")
-    rep.add_argument("--alpha", type=float, default=None,
-                     help="regularization (default: 1e3 on BlogFeedback; FEMNIST: chosen on the hold-out or 1/n)")
+    rep.add_argument("--alpha", type=_alpha, default=None,
+                     help="regularization, or 'validation' (BlogFeedback: chosen on the validation split); "
+                          "default: 1e3 on BlogFeedback; FEMNIST: chosen on the hold-out or 1/n")
     rep.add_argument("--no-appendix-d", action="store_true", help="femnist: skip the Appendix D diagnostics")
     rep.add_argument("--cache-dir", default=None, help="cache of the parsed dataset (.npz)")
     rep.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
+
+
+def _alpha(text: str):
+    """``--alpha``: a number or the word ``validation``."""
+    if text == "validation":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'validation', got {text!r}") from None
 
 
 def main(argv=None) -> int:
@@ -78,8 +89,10 @@ def main(argv=None) -> int:
         dataset = "femnist" if args.experiment.startswith("femnist") else "blogfeedback"
         if args.seed < 0:
             parser.error("--seed must be >= 0")
-        if args.alpha is not None and not args.alpha > 0:
+        if args.alpha is not None and args.alpha != "validation" and not args.alpha > 0:
             parser.error("--alpha must be > 0")
+        if args.alpha == "validation" and dataset != "blogfeedback":
+            parser.error("--alpha validation is for blogfeedback (FEMNIST chooses alpha on its hold-out by default)")
         if args.methods:
             bad = [m for m in args.methods if m not in PAPER_METHODS[dataset]]
             if bad:

@@ -360,3 +360,31 @@ def test_femnist_smoke_end_to_end(shared_data, tmp_path):
     run_info = json.loads((out / "run.json").read_text())
     assert run_info["data"]["n_clients"] == 100 and run_info["data"]["n_validation"] > 0
     assert run_info["alpha"]["alpha"] == pytest.approx(1 / run_info["data"]["n_train"])
+
+
+# -- BlogFeedback's alpha chosen on the validation split -------------------------------------------
+def test_choose_ridge_alpha_is_the_validation_argmax_and_never_reads_test(problem):
+    from proxfed.experiments.paper import choose_ridge_alpha, ridge_alpha_check
+
+    ds = problem.dataset
+    grid = (100.0, 10.0, 1.0, 0.1)
+    out = choose_ridge_alpha(ds, ks=(4, 8), alphas=grid)
+    rows = ridge_alpha_check(ds, alphas=grid, ks=(4, 8))
+    by_alpha = {a: np.mean([r["validation_r2"] for r in rows if r["alpha"] == a and r["k"] is not None])
+                for a in grid}
+    assert out["alpha"] == max(by_alpha, key=by_alpha.get)
+    assert out["score"] == pytest.approx(by_alpha[out["alpha"]])
+    assert set(out["grid"]) == {f"{a:g}" for a in grid}
+    # a test split with other targets changes nothing: the choice reads validation only
+    flipped = proxfed.FederatedDataset(ds.X, ds.y, ds.offsets, validation=ds.validation,
+                                       test=proxfed.data.Split(ds.test.X, -ds.test.y))
+    assert choose_ridge_alpha(flipped, ks=(4, 8), alphas=grid)["alpha"] == out["alpha"]
+
+
+def test_alpha_validation_is_refused_for_femnist(tmp_path):
+    with pytest.raises(ValueError, match="validation"):
+        reproduce("femnist", tmp_path, tmp_path / "out", alpha="validation")
+    with pytest.raises(SystemExit):
+        main(["reproduce", "femnist", "--data-dir", str(tmp_path), "--alpha", "validation"])
+    with pytest.raises(SystemExit):
+        main(["reproduce", "blogfeedback", "--data-dir", str(tmp_path), "--alpha", "lots"])
