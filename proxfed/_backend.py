@@ -22,6 +22,7 @@ __all__ = [
     "index_dtype",
     "float_dtype",
     "topk_mask",
+    "top_scores_mask",
     "topk",
     "soft_threshold",
     "segment_sum",
@@ -107,8 +108,8 @@ def float_dtype(xp, device=None):
         return xp.float64
 
 
-def _kth_largest_abs(a, k: int, xp):
-    """The k-th largest entry of ``a`` (already non-negative) along the last axis.
+def _kth_largest(a, k: int, xp):
+    """The k-th largest entry of ``a`` along the last axis.
 
     Returns an array of shape ``a.shape[:-1] + (1,)``. Uses a partial
     selection where the library has one (NumPy/CuPy ``partition``, torch
@@ -144,16 +145,35 @@ def topk_mask(x, k):
     -------
     mask : bool array, shape (..., d)
     """
-    xp = namespace(x)
-    d = x.shape[-1]
-    a = xp.abs(x)
+    return top_scores_mask(namespace(x).abs(x), k)
+
+
+def top_scores_mask(a, k):
+    """Boolean mask of the ``k`` largest entries of ``a`` along the last axis (no ``abs``).
+
+    :func:`topk_mask` is ``top_scores_mask(|x|, k)``. Scores may be negative
+    (e.g. ``-1`` to rank a coordinate below every magnitude); ties go to the
+    lowest index, exactly ``k`` entries per row.
+
+    Parameters
+    ----------
+    a : array, shape (..., d)
+    k : int or integer array broadcastable to ``a.shape[:-1]``
+
+    Returns
+    -------
+    mask : bool array, shape (..., d)
+    """
+    x = a
+    xp = namespace(a)
+    d = a.shape[-1]
     if isinstance(k, numbers.Integral):
         k = int(k)
         if not 1 <= k <= d:
             raise ValueError(f"k must be in [1, {d}], got {k}")
         if k == d:
             return xp.ones(x.shape, dtype=xp.bool, device=device_of(x))
-        thr = _kth_largest_abs(a, k, xp)
+        thr = _kth_largest(a, k, xp)
         kk = k
     else:
         k_np = to_numpy(k).astype(np.int64)

@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--iterations", type=int, default=5000, help="local steps per method (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the data and the coins (default: %(default)s)")
     demo.add_argument("--alpha", type=float, default=10.0, help="ridge regularization (default: %(default)s)")
-    demo.add_argument("--methods", nargs="+", default=None, help="subset of methods to run")
+    demo.add_argument("--methods", nargs="+", default=None,
+                      help="methods to run (default: the Algorithm-1 variants and FedHT/FedIHT; also "
+                           "fedsparsify_global, fedsparsify_local, random_pruning, pdst, spdst, jmwst)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     rep = sub.add_parser("reproduce", help="reproduce the paper's BlogFeedback or FEMNIST tables and figures")
     rep.add_argument("experiment", choices=("blogfeedback", "femnist", "femnist-appendix-d"),
@@ -68,7 +70,7 @@ def main(argv=None) -> int:
         print(__version__)
         return 0
     if args.command == "demo":
-        from .experiments.demo import DEMO_METHODS, run_demo
+        from .experiments.demo import DEMO_METHODS, SPARSE_TRAINING_DEMO_METHODS, run_demo
 
         if args.iterations < 1:
             parser.error("--iterations must be >= 1")
@@ -77,9 +79,9 @@ def main(argv=None) -> int:
         if args.seed < 0:
             parser.error("--seed must be >= 0")
         methods = tuple(args.methods) if args.methods else DEMO_METHODS
-        bad = [m for m in methods if m not in DEMO_METHODS]
+        bad = [m for m in methods if m not in DEMO_METHODS + SPARSE_TRAINING_DEMO_METHODS]
         if bad:
-            parser.error(f"unknown methods {bad}; choose from {', '.join(DEMO_METHODS)}")
+            parser.error(f"unknown methods {bad}; choose from {', '.join(DEMO_METHODS + SPARSE_TRAINING_DEMO_METHODS)}")
         run_demo(args.out, sparsity=args.sparsity, iterations=args.iterations, seed=args.seed,
                  alpha=args.alpha, methods=methods, progress=not args.no_progress)
         return 0

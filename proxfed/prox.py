@@ -22,13 +22,32 @@ array([[2., 4.],
 from __future__ import annotations
 
 import numbers
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
 from . import _backend as B
 
-__all__ = ["ProxOperator", "Zero", "L1", "TopK", "Consensus", "per_run"]
+__all__ = ["ProxOperator", "Zero", "L1", "TopK", "Consensus", "per_run", "sparsity_to_k"]
+
+
+def sparsity_to_k(d: int, sparsity: float) -> int:
+    """Kept entries ``K = d - round(s d)``, computed in exact rational arithmetic (at least 1).
+
+    ``int((1 - s) d)`` in floating point gives 4866 instead of 4867 for
+    ``d = 48670``, ``s = 0.9``; ``round`` is Python's (half to even).
+
+    >>> sparsity_to_k(48670, 0.9)
+    4867
+    """
+    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
+        raise ValueError(f"d must be a positive integer, got {d!r}")
+    if not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    k = int(d) - round(Fraction(repr(float(sparsity))) * int(d))
+    return max(1, k)
+
 
 
 def per_run(param: Any, x: Any, lead: int = 1):

@@ -17,7 +17,7 @@ Examples
 >>> res = proxfed.run(alg, prob, 200, w0=prob.initial_point())       # doctest: +SKIP
 """
 
-from .algorithms import ALGORITHMS, WeightTopK, make_algorithm, track_buffers
+from .algorithms import ALGORITHMS, ROUND_BASED, WeightTopK, make_algorithm, track_buffers
 from .data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -54,4 +54,5 @@ __all__ = [
     "track_buffers",
     "WeightTopK",
     "ALGORITHMS",
+    "ROUND_BASED",
 ]

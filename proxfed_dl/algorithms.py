@@ -16,16 +16,19 @@ import torch
 from proxfed import algorithms as A
 from proxfed import _backend as B
 from proxfed.algorithms import Algorithm
-from proxfed.experiments import sparsity_to_k
-from proxfed.prox import TopK, _check_step
+from proxfed.prox import TopK, _check_step, sparsity_to_k
 
-__all__ = ["WeightTopK", "track_buffers", "make_algorithm", "ALGORITHMS"]
+__all__ = ["WeightTopK", "track_buffers", "make_algorithm", "ALGORITHMS", "ROUND_BASED"]
 
 #: Names accepted by :func:`make_algorithm`.
 ALGORITHMS = (
     "proxskip", "final_topk", "sparse_proxskip", "sparse_proxskip_local", "accelerated_server_pruning",
     "asp_modified", "sps_modified", "fedavg", "fedht", "fediht", "scaffold",
+    "fedsparsify_global", "fedsparsify_local", "oneshot", "random_pruning", "pdst", "spdst", "jmwst", "hetero_flash",
 )
+#: The round-based sparse-training rules (FedSparsify, FLASH): they need ``rounds``.
+ROUND_BASED = ("fedsparsify_global", "fedsparsify_local", "oneshot", "random_pruning", "pdst", "spdst", "jmwst",
+               "hetero_flash")
 
 
 class WeightTopK(TopK):
@@ -157,7 +160,8 @@ def track_buffers(algorithm: Algorithm, average: bool = True) -> Algorithm:
 
 def make_algorithm(name: str, problem, gamma, p, *, sparsity: float = 0.9, scope: str = "all",
                    grad_at: str = "dense", schedule: str = "fixed", average_buffers: bool = True,
-                   lam: float | None = None) -> Algorithm:
+                   lam: float | None = None, rounds: int | None = None, clients_per_round: int | None = None,
+                   seed: int = 0, mask_layers=("conv", "linear"), **options) -> Algorithm:
     """A core update rule for a :class:`~proxfed_dl.TorchProblem`, by name.
 
     ``K = P - round(sparsity P)`` entries are kept (``scope="all"``: TopK over
@@ -188,6 +192,22 @@ def make_algorithm(name: str, problem, gamma, p, *, sparsity: float = 0.9, scope
         See :func:`track_buffers`.
     lam : float, optional
         l1 weight for ``"randprox_l1"``.
+    rounds : int, optional
+        The horizon in rounds of the FedSparsify and FLASH rules (:data:`ROUND_BASED`; required there).
+    clients_per_round : int, optional
+        Their partial participation (default every client).
+    seed : int
+        Their own randomness (participants, random masks, regrowth).
+    mask_layers : sequence of {"conv", "linear"}
+        FLASH's maskable tensors (:meth:`~proxfed_dl.FlatModel.weight_segments`;
+        ``("conv",)`` for ResNet18's convolutions); FLASH's density is
+        ``1 - sparsity`` over them and every other parameter stays dense.
+        FedSparsify prunes all trainable parameters (``scope="all"``) or the
+        weights only (``scope="weights"``).
+    **options
+        Passed on to :class:`proxfed.algorithms.FedSparsify` /
+        :class:`proxfed.algorithms.Flash` (e.g. ``fine_tune_rounds`` for
+        ``"oneshot"``, ``dst_rate``, ``mask_update_every``, ``levels``).
 
     Returns
     -------
@@ -198,6 +218,8 @@ def make_algorithm(name: str, problem, gamma, p, *, sparsity: float = 0.9, scope
     prunable = problem.flat.prunable_mask(problem.device) if scope == "weights" else None
     k = sparsity_to_k(problem.dim if prunable is None else int(prunable.sum()), sparsity)
     steps = max(1, int(round(1.0 / p)))
+    if options and name not in ROUND_BASED:
+        raise TypeError(f"unexpected options for {name}: {sorted(options)}")
     kw = {"grad_at": grad_at, "schedule": schedule}
     if name in ("proxskip",):
         alg = A.proxskip(gamma, p, schedule=schedule)
@@ -216,6 +238,20 @@ def make_algorithm(name: str, problem, gamma, p, *, sparsity: float = 0.9, scope
         alg = getattr(A, name)(gamma, steps, k)
     elif name == "scaffold":
         alg = A.scaffold(gamma, steps)
+    elif name in ROUND_BASED:
+        if rounds is None:
+            raise ValueError(f"{name} needs rounds (its horizon)")
+        kw = {"clients_per_round": clients_per_round, "seed": seed, **options}
+        if name.startswith("fedsparsify") or name in ("oneshot", "random_pruning"):
+            factory = {"fedsparsify_global": A.fedsparsify_global, "fedsparsify_local": A.fedsparsify_local,
+                       "oneshot": A.oneshot_pruning, "random_pruning": A.random_pruning}[name]
+            alg = factory(gamma, steps, sparsity, rounds,
+                          prunable=None if prunable is None else prunable.cpu().numpy(), **kw)
+        else:
+            factory = {"pdst": A.pdst, "spdst": A.spdst, "jmwst": A.jmwst, "hetero_flash": A.hetero_flash}[name]
+            alg = factory(gamma, steps, 1.0 - sparsity, rounds,
+                          layers=problem.flat.weight_segments(tuple(mask_layers)), **kw)
+        prunable = None  # the rule handles its own scope
     else:
         raise ValueError(f"unknown algorithm {name!r}; choose one of {ALGORITHMS} or 'randprox_l1'")
     if prunable is not None:

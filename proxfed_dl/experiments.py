@@ -24,15 +24,18 @@ import torch
 
 import proxfed
 
-from .algorithms import make_algorithm
+from .algorithms import ROUND_BASED, make_algorithm
 from .data import femnist_clients
 from .models import leaf_cnn
 from .problem import TorchProblem
 
-__all__ = ["FEMNIST_METHODS", "femnist_comparison", "format_markdown", "main"]
+__all__ = ["FEMNIST_METHODS", "SPARSE_TRAINING_METHODS", "femnist_comparison", "format_markdown", "main"]
 
 #: Methods of the comparison, in plotting order.
 FEMNIST_METHODS = ("sparse_proxskip", "accelerated_server_pruning", "sparse_proxskip_local", "fedavg", "fediht")
+#: The sparse-training comparison (``--name femnist_sparse_training``): FedSparsify and FLASH against
+#: Sparse-ProxSkip and FedAvg.
+SPARSE_TRAINING_METHODS = ("fedsparsify_global", "fedsparsify_local", "spdst", "jmwst", "sparse_proxskip", "fedavg")
 
 _LABELS = {
     "sparse_proxskip": "Sparse-ProxSkip (client pruning)",
@@ -41,6 +44,14 @@ _LABELS = {
     "fedavg": "FedAvg + final TopK",
     "fediht": "FedIHT",
     "proxskip": "ProxSkip (dense)",
+    "fedsparsify_global": "FedSparsify-Global",
+    "fedsparsify_local": "FedSparsify-Local (majority vote)",
+    "oneshot": "OneShot pruning",
+    "random_pruning": "Random pruning",
+    "pdst": "FLASH PDST",
+    "spdst": "FLASH SPDST",
+    "jmwst": "FLASH JMWST",
+    "hetero_flash": "hetero-FLASH",
 }
 
 
@@ -48,7 +59,7 @@ def femnist_comparison(data_dir, out_dir=None, *, n_writers: int = 10, methods=F
                        sparsity: float = 0.9, iterations: int = 500, gamma: float = 0.2, local_steps: int = 10,
                        batch_size: int = 32, clip_norm: float | None = 10.0, weight_decay: float = 1e-4,
                        channels=(8, 16), hidden: int = 256, invert: bool = True, seed: int = 0, every: int = 20,
-                       cache_dir=None, progress: bool = False) -> dict:
+                       cache_dir=None, progress: bool = False, name: str = "femnist_dl") -> dict:
     """Run the comparison and write its figure and table.
 
     Parameters
@@ -56,7 +67,7 @@ def femnist_comparison(data_dir, out_dir=None, *, n_writers: int = 10, methods=F
     data_dir : str or path-like
         FEMNIST in LEAF's layout (``train/``, ``test/``).
     out_dir : str or path-like, optional
-        Where to write ``femnist_dl.png``, ``femnist_dl.md`` and ``femnist_dl.json``.
+        Where to write ``<name>.png``, ``<name>.md`` and ``<name>.json``.
     n_writers : int
         Clients (the first writers in id order).
     methods : sequence of str
@@ -86,6 +97,8 @@ def femnist_comparison(data_dir, out_dir=None, *, n_writers: int = 10, methods=F
     cache_dir : str or path-like, optional
         Parsed-FEMNIST cache (see :func:`proxfed.data.load_femnist`).
     progress : bool
+    name : str
+        Stem of the files written to ``out_dir``.
 
     Returns
     -------
@@ -99,11 +112,12 @@ def femnist_comparison(data_dir, out_dir=None, *, n_writers: int = 10, methods=F
               "channels": list(channels), "hidden": hidden, "seed": seed, "schedule": "fixed",
               "torch_threads": torch.get_num_threads()}
     rows, histories = [], {}
-    for name in methods:
+    for method in methods:
         prob = TorchProblem(data, lambda: leaf_cnn(data.n_classes, hidden=hidden, channels=channels),
                             batch_size=batch_size, clip_norm=clip_norm, weight_decay=weight_decay, seed=seed)
         config["dim"] = prob.dim
-        alg = make_algorithm(name, prob, gamma, 1.0 / local_steps, sparsity=sparsity, schedule="fixed")
+        extra = {"rounds": max(1, iterations // local_steps), "seed": seed} if method in ROUND_BASED else {}
+        alg = make_algorithm(method, prob, gamma, 1.0 / local_steps, sparsity=sparsity, schedule="fixed", **extra)
         t0 = time.perf_counter()
         res = proxfed.run(alg, prob, iterations, seed=seed, w0=prob.initial_point(seed), every=every,
                           progress=progress)
@@ -111,21 +125,22 @@ def femnist_comparison(data_dir, out_dir=None, *, n_writers: int = 10, methods=F
         h = res.history
         acc = np.asarray(h["metric"], dtype=float)
         rows.append({
-            "method": name, "label": _LABELS.get(name, name), "status": res.status,
+            "method": method, "label": _LABELS.get(method, method), "status": res.status,
             "test_accuracy": float(acc[-1]), "best_test_accuracy": float(np.max(acc)),
             "train_loss": float(h["loss"][-1]), "dense_loss": float(h["loss_dense"][-1]),
             "sum_h_norm": float(h["sum_h_norm"][-1]), "communications": int(h["communications"][-1]),
-            "uplink_mbit_per_client": float(h["bits_up"][-1]) / 1e6, "nnz_output": int((res.w != 0).sum()),
+            "uplink_mbit_per_client": float(h["bits_up"][-1]) / 1e6,
+            "downlink_mbit_per_client": float(h["bits_down"][-1]) / 1e6, "nnz_output": int((res.w != 0).sum()),
             "wall_s": wall,
         })
-        histories[name] = {k: np.asarray(v).tolist() for k, v in h.items()}
+        histories[method] = {k: np.asarray(v).tolist() for k, v in h.items()}
     out = {"config": config, "rows": rows, "history": histories}
     if out_dir is not None:
         path = Path(out_dir)
         path.mkdir(parents=True, exist_ok=True)
-        (path / "femnist_dl.json").write_text(json.dumps(out, indent=1))
-        (path / "femnist_dl.md").write_text(format_markdown(out) + "\n")
-        _plot(out, path / "femnist_dl.png")
+        (path / f"{name}.json").write_text(json.dumps(out, indent=1))
+        (path / f"{name}.md").write_text(format_markdown(out) + "\n")
+        _plot(out, path / f"{name}.png")
     return out
 
 
@@ -152,13 +167,15 @@ def format_markdown(result: dict) -> str:
         f"({c['torch_threads']} threads).",
         "",
         "| method | test accuracy (final) | best | train loss (pruned) | train loss (dense avg) | ‖Σh‖ "
-        "| communications | uplink Mbit / client | wall s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| communications | uplink Mbit / client | downlink Mbit / client | non-zeros | wall s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         lines.append(f"| {r['label']} | {r['test_accuracy']:.3f} | {r['best_test_accuracy']:.3f} "
                      f"| {r['train_loss']:.3f} | {r['dense_loss']:.3f} | {r['sum_h_norm']:.2e} "
-                     f"| {r['communications']} | {r['uplink_mbit_per_client']:.1f} | {r['wall_s']:.0f} |")
+                     f"| {r['communications']} | {r['uplink_mbit_per_client']:.1f} "
+                     f"| {r.get('downlink_mbit_per_client', float('nan')):.1f} | {r.get('nnz_output', '—')} "
+                     f"| {r['wall_s']:.0f} |")
     return "\n".join(lines)
 
 
@@ -212,6 +229,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m proxfed_dl.experiments", description=__doc__.split("\n")[0])
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--out-dir", default="femnist_dl")
+    ap.add_argument("--name", default="femnist_dl", help="stem of the output files")
     ap.add_argument("--writers", type=int, default=10)
     ap.add_argument("--methods", nargs="+", default=list(FEMNIST_METHODS))
     ap.add_argument("--sparsity", type=float, default=0.9)
@@ -235,7 +253,7 @@ def main(argv=None) -> int:
                              local_steps=args.local_steps, batch_size=args.batch_size, clip_norm=args.clip,
                              channels=tuple(args.channels), hidden=args.hidden, invert=not args.no_invert,
                              seed=args.seed, every=args.every,
-                             cache_dir=args.cache_dir, progress=False)
+                             cache_dir=args.cache_dir, progress=False, name=args.name)
     print(format_markdown(out))
     return 0
 

@@ -72,11 +72,14 @@ class FlatModel:
         self._buffer_numels = [int(torch.Size(s).numel()) for s in self.buffer_shapes]
         self.dim = int(sum(self._numels))
         self.n_buffers = int(sum(self._buffer_numels))
-        kinds = []
+        kinds, owners = [], []
         for n, _ in params:
             owner = module.get_submodule(n.rsplit(".", 1)[0]) if "." in n else module
             kinds.append(isinstance(owner, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and n.endswith("weight"))
+            owners.append(("conv" if isinstance(owner, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) else "linear")
+                          if kinds[-1] else None)
         self._weight_kinds = kinds
+        self._weight_owner = owners
 
     # -- flat vectors ------------------------------------------------------------------
     def parameters_vector(self, module: nn.Module | None = None) -> torch.Tensor:
@@ -210,6 +213,33 @@ class FlatModel:
         """
         return torch.cat([torch.full((n,), bool(k), dtype=torch.bool, device=device)
                           for n, k in zip(self._numels, self._weight_kinds)])
+
+    def weight_segments(self, kinds=("conv", "linear")) -> list:
+        """``[(start, stop), ...]`` of the weight tensors of the given layer kinds in the flat vector.
+
+        The maskable tensors of FLASH (:class:`proxfed.algorithms.Flash`'s
+        ``layers``): ``kinds=("conv",)`` for the convolutions only (ResNet18),
+        ``("conv", "linear")`` for every convolution and linear weight.
+
+        Parameters
+        ----------
+        kinds : sequence of {"conv", "linear"}
+
+        Returns
+        -------
+        list of (int, int)
+        """
+        bad = set(kinds) - {"conv", "linear"}
+        if bad or not kinds:
+            raise ValueError(f"kinds must be a non-empty subset of ('conv', 'linear'), got {kinds!r}")
+        out, start = [], 0
+        for n, owner in zip(self._numels, self._weight_owner):
+            if owner in kinds:
+                out.append((start, start + n))
+            start += n
+        if not out:
+            raise ValueError(f"the model has no weights of kinds {tuple(kinds)}")
+        return out
 
     # -- functional calls ----------------------------------------------------------------
     def logits(self, w, b, x, train: bool = False):

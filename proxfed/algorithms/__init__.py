@@ -3,7 +3,9 @@
 The paper's Algorithm 1 is one engine (:class:`Algorithm1`) with prox
 placements; the named variants are factories over it. FedAvg, FedHT,
 FedIHT and SCAFFOLD are small rules of their own on the same state and
-accounting.
+accounting, and so are the round-based sparse-training systems
+FedSparsify (:class:`FedSparsify`) and FLASH (:class:`Flash`), which add
+partial participation and masks (:mod:`proxfed.algorithms.rounds`).
 
 Examples
 --------
@@ -15,6 +17,17 @@ Examples
 
 from .base import Algorithm, State
 from .baselines import FedAvg, FedHT, Scaffold, fedavg, fedht, fediht, scaffold
+from .fedsparsify import (
+    FedSparsify,
+    fedsparsify_communication,
+    fedsparsify_global,
+    fedsparsify_local,
+    fedsparsify_schedule,
+    oneshot_pruning,
+    random_pruning,
+)
+from .flash import Flash, dst_step, hetero_flash, jmwst, layer_budgets, pdst, rescale_densities, spdst
+from .rounds import Layers, participants
 from .meta import (
     Algorithm1,
     accelerated_server_pruning,
@@ -46,4 +59,21 @@ __all__ = [
     "fedht",
     "fediht",
     "scaffold",
+    "FedSparsify",
+    "fedsparsify_schedule",
+    "fedsparsify_communication",
+    "fedsparsify_global",
+    "fedsparsify_local",
+    "oneshot_pruning",
+    "random_pruning",
+    "Flash",
+    "pdst",
+    "spdst",
+    "jmwst",
+    "hetero_flash",
+    "dst_step",
+    "layer_budgets",
+    "rescale_densities",
+    "Layers",
+    "participants",
 ]

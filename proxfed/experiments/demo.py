@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -12,33 +11,26 @@ import numpy as np
 from .. import algorithms as A
 from ..data import make_sparse_regression
 from ..problems import Ridge
+from ..prox import sparsity_to_k
 from ..runner import run
 from ..theory import proxskip_parameters
 from .plots import have_matplotlib, plot_metric_vs_bits
 
-__all__ = ["DEMO_METHODS", "demo_methods", "run_demo", "sparsity_to_k", "format_table"]
+__all__ = ["DEMO_METHODS", "SPARSE_TRAINING_DEMO_METHODS", "demo_methods", "sparse_training_methods", "run_demo",
+           "sparsity_to_k", "format_table"]
 
 DEMO_METHODS = (
     "proxskip", "final_topk", "sparse_proxskip", "sparse_proxskip_local", "accelerated_server_pruning",
     "asp_modified", "sps_modified", "randprox_l1", "fedht", "fediht",
 )
 
+#: Round-based sparse-training systems the demo also runs when asked (``--methods``): FedSparsify and FLASH
+#: with FedHT's local steps, the demo's horizon in rounds and density ``1 - sparsity``.
+SPARSE_TRAINING_DEMO_METHODS = ("fedsparsify_global", "fedsparsify_local", "random_pruning", "pdst", "spdst",
+                                "jmwst")
+
 #: RandProx-l1's weight as a fraction of lam_max = ||grad F(0)||_inf (a fixed heuristic, not tuned).
 RANDPROX_LAMBDA_FRACTION = 0.03
-
-
-def sparsity_to_k(d: int, sparsity: float) -> int:
-    """Kept entries ``K = d - round(s d)``, computed in exact rational arithmetic.
-
-    >>> sparsity_to_k(48670, 0.9)
-    4867
-    """
-    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
-        raise ValueError(f"d must be a positive integer, got {d!r}")
-    if not 0 <= sparsity < 1:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
-    k = int(d) - round(Fraction(repr(float(sparsity))) * int(d))
-    return max(1, k)
 
 
 def demo_methods(problem, k: int) -> dict:
@@ -62,6 +54,28 @@ def demo_methods(problem, k: int) -> dict:
         "randprox_l1": A.randprox_l1(g, p, RANDPROX_LAMBDA_FRACTION * lam_max, k=k),
         "fedht": A.fedht(g, steps, k),
         "fediht": A.fediht(g, steps, k),
+    }
+
+
+def sparse_training_methods(problem, k: int, iterations: int) -> dict:
+    """FedSparsify and FLASH (:data:`SPARSE_TRAINING_DEMO_METHODS`) for the demo.
+
+    FedHT's stepsize ``1/L`` and local steps ``round(1/p)``,
+    ``iterations // local_steps`` rounds (at least 2), final sparsity
+    ``1 - k/d`` (FedSparsify) and density ``k/d`` (FLASH).
+    """
+    th = proxskip_parameters(problem)
+    g, steps = th["gamma"], max(1, int(round(1 / th["p"])))
+    rounds = max(2, iterations // steps)
+    d = problem.dim
+    s, density = 1 - k / d, k / d
+    return {
+        "fedsparsify_global": A.fedsparsify_global(g, steps, s, rounds),
+        "fedsparsify_local": A.fedsparsify_local(g, steps, s, rounds),
+        "random_pruning": A.random_pruning(g, steps, s, rounds),
+        "pdst": A.pdst(g, steps, density, rounds),
+        "spdst": A.spdst(g, steps, density, rounds),
+        "jmwst": A.jmwst(g, steps, density, rounds),
     }
 
 
@@ -103,9 +117,9 @@ def run_demo(
     -------
     dict with ``rows`` (one summary per method), ``table`` (Markdown) and ``out_dir``.
     """
-    unknown = set(methods) - set(DEMO_METHODS)
+    unknown = set(methods) - set(DEMO_METHODS + SPARSE_TRAINING_DEMO_METHODS)
     if unknown:
-        raise ValueError(f"unknown methods {sorted(unknown)}; choose from {DEMO_METHODS}")
+        raise ValueError(f"unknown methods {sorted(unknown)}; choose from {DEMO_METHODS + SPARSE_TRAINING_DEMO_METHODS}")
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
     out = Path(out_dir)
@@ -114,6 +128,8 @@ def run_demo(
     problem = Ridge(dataset, alpha=alpha)
     k = sparsity_to_k(problem.dim, sparsity)
     algs = demo_methods(problem, k)
+    if set(methods) & set(SPARSE_TRAINING_DEMO_METHODS):
+        algs.update(sparse_training_methods(problem, k, iterations))
     th = proxskip_parameters(problem)
     echo(f"proxfed demo: {dataset!r}, ridge alpha={alpha}, d={problem.dim}, sparsity={sparsity} (K={k}), "
          f"kappa={th['kappa']:.0f}, gamma=1/L={th['gamma']:.3g}, p=1/sqrt(kappa)={th['p']:.3g}, T={iterations}")

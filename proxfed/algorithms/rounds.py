@@ -1,0 +1,228 @@
+"""Round-based rules with partial participation, sample-weighted averaging and masks.
+
+The shared machinery of FedSparsify and FLASH (:mod:`.fedsparsify`,
+:mod:`.flash`): a fixed schedule of ``local_steps`` local gradient steps per
+round, ``clients_per_round`` participants drawn per round from a keyed
+stream, the server model ``x`` kept in the state (``extras["x"]``, shape
+``(..., 1, d)``; it is what :meth:`RoundBased.output` evaluates), the
+sample-size-weighted average of the participants' models, and the
+accounting of messages by their number of transmitted entries (the mask's
+cost comes from the :class:`~proxfed.comm.CommModel`'s index model).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import _backend as B
+from ..comm import CommModel
+from .base import State
+from .baselines import _FixedSchedule
+
+__all__ = ["Layers", "RoundBased", "participants", "PARTICIPATION_STREAM", "MASK_STREAM"]
+
+#: Last RNG-key element of the participant draws ``rng(seed, run, round, PARTICIPATION_STREAM)``.
+PARTICIPATION_STREAM = 2
+#: Last RNG-key element of random masks, random pruning and regrowth.
+MASK_STREAM = 3
+
+
+def participants(seed: int, round_: int, n_clients: int, clients_per_round: int | None, run: int = 0) -> np.ndarray:
+    """The clients taking part in round ``round_`` (1-based): a boolean mask of shape ``(n_clients,)``.
+
+    ``clients_per_round`` clients drawn without replacement from the stream
+    ``rng(seed, run, round_, PARTICIPATION_STREAM)``, so the draw of a round
+    depends on nothing else (resumed and batched runs see the same clients);
+    ``None`` means every client.
+
+    Examples
+    --------
+    >>> participants(0, 1, 10, 3).sum(), participants(0, 1, 10, None).all()
+    (np.int64(3), np.True_)
+    >>> bool((participants(0, 4, 10, 3) == participants(0, 4, 10, 3)).all())
+    True
+    """
+    out = np.zeros(n_clients, bool)
+    if clients_per_round is None or clients_per_round >= n_clients:
+        out[:] = True
+        return out
+    pick = B.rng(seed, run, round_, PARTICIPATION_STREAM).choice(n_clients, clients_per_round, replace=False)
+    out[pick] = True
+    return out
+
+
+class Layers:
+    """Maskable segments of a flat parameter vector: ``[(start, stop), ...]`` in increasing order.
+
+    Coordinates outside every segment are never masked (always active); a
+    density or a per-layer budget counts maskable coordinates only.
+
+    Parameters
+    ----------
+    segments : sequence of (int, int)
+        Non-empty, non-overlapping half-open ranges within ``[0, d)``.
+    d : int
+        Length of the vector.
+
+    Examples
+    --------
+    >>> lay = Layers([(0, 6), (8, 10)], 12)
+    >>> lay.sizes.tolist(), int(lay.maskable.sum())
+    ([6, 2], 8)
+    """
+
+    def __init__(self, segments, d: int):
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1:
+            raise ValueError(f"d must be a positive integer, got {d!r}")
+        segs = [(int(a), int(b)) for a, b in segments]
+        if not segs:
+            raise ValueError("layers need at least one segment")
+        last = 0
+        for a, b in segs:
+            if not (last <= a < b <= d):
+                raise ValueError(f"segments must be non-empty, increasing and within [0, {d}); got {segs}")
+            last = b
+        self.segments, self.d = segs, int(d)
+        self.sizes = np.array([b - a for a, b in segs], np.int64)
+        self.maskable = np.zeros(d, bool)
+        for a, b in segs:
+            self.maskable[a:b] = True
+
+    @classmethod
+    def whole(cls, d: int) -> "Layers":
+        """One segment covering the whole vector."""
+        return cls([(0, d)], d)
+
+    def counts(self, mask: np.ndarray) -> np.ndarray:
+        """Active entries per segment of boolean ``mask`` (``(..., d)`` to ``(..., n_layers)``)."""
+        return np.stack([mask[..., a:b].sum(axis=-1) for a, b in self.segments], axis=-1)
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def __repr__(self) -> str:
+        return f"Layers({len(self)} segments, {int(self.sizes.sum())} of {self.d} maskable)"
+
+
+def as_layers(layers, d: int) -> Layers:
+    """``None`` (the whole vector), a :class:`Layers` or a list of segments."""
+    if layers is None:
+        return Layers.whole(d)
+    lay = layers if isinstance(layers, Layers) else Layers(layers, d)
+    if lay.d != d:
+        raise ValueError(f"layers describe a vector of length {lay.d}, the problem has {d} coordinates")
+    return lay
+
+
+class RoundBased(_FixedSchedule):
+    """Base of FedSparsify and FLASH: rounds of local steps, partial participation, a server model.
+
+    Parameters
+    ----------
+    gamma : float or array (R,)
+        Local stepsize.
+    local_steps : int or array (R,)
+        Local gradient steps per round (the fixed schedule communicates at
+        the end of every round).
+    rounds : int
+        The horizon ``T`` in rounds (schedules depend on it).
+    clients_per_round : int, optional
+        ``M`` participants per round (default all ``N``), see :func:`participants`.
+    seed : int
+        Seed of the rule's own randomness (participants, random masks, regrowth).
+    weighting : {"samples", "uniform"}
+        Server average weighted by the participants' sample counts
+        (``problem.dataset.client_sizes``) or uniform.
+    comm : CommModel
+    """
+
+    def __init__(self, gamma, local_steps, rounds, *, clients_per_round=None, seed: int = 0,
+                 weighting: str = "samples", comm: CommModel = CommModel()):
+        super().__init__(gamma, local_steps, comm)
+        if isinstance(rounds, bool) or not isinstance(rounds, numbers.Integral) or rounds < 1:
+            raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
+        if clients_per_round is not None and (isinstance(clients_per_round, bool) or not isinstance(
+                clients_per_round, numbers.Integral) or clients_per_round < 1):
+            raise ValueError(f"clients_per_round must be a positive integer or None, got {clients_per_round!r}")
+        if weighting not in ("samples", "uniform"):
+            raise ValueError(f"weighting must be 'samples' or 'uniform', got {weighting!r}")
+        self.rounds = int(rounds)
+        self.clients_per_round = None if clients_per_round is None else int(clients_per_round)
+        self.seed = B._check_seed(seed)
+        self.weighting = weighting
+
+    def _hyper(self) -> dict:
+        return {**super()._hyper(), "rounds": self.rounds, "clients_per_round": self.clients_per_round,
+                "seed": self.seed, "weighting": self.weighting}
+
+    @property
+    def n_runs(self) -> int | None:
+        """R if ``gamma`` or ``local_steps`` is a per-run array, else None (the other options are shared)."""
+        sizes = {np.asarray(v).shape[0] for v in (self.gamma, self.n_local) if np.ndim(v) == 1}
+        if len(sizes) > 1:
+            raise ValueError(f"per-run hyperparameters have different lengths: {sorted(sizes)}")
+        return sizes.pop() if sizes else None
+
+    # -- rounds and participants ------------------------------------------------------
+    @staticmethod
+    def _runs(batch: tuple) -> list:
+        """Run indices in C order over the batch shape (``[()]`` for a single run)."""
+        return list(np.ndindex(*batch)) if batch else [()]
+
+    def participants_of(self, rounds_now: np.ndarray, n_clients: int) -> np.ndarray:
+        """Participants of round ``rounds_now[r]`` in every run ``r``: bool of shape ``batch + (N,)``."""
+        rounds_now = np.asarray(rounds_now)
+        out = np.zeros(rounds_now.shape + (n_clients,), bool)
+        for flat, idx in enumerate(self._runs(rounds_now.shape)):
+            out[idx] = self._participants(int(rounds_now[idx]), n_clients, flat)
+        return out
+
+    def _participants(self, round_: int, n_clients: int, run: int) -> np.ndarray:
+        return participants(self.seed, round_, n_clients, self.clients_per_round, run=run)
+
+    # -- server average ---------------------------------------------------------------
+    def _client_weights(self, problem) -> np.ndarray:
+        if self.weighting == "uniform":
+            return np.ones(problem.n_clients)
+        return np.asarray(problem.dataset.client_sizes, dtype=np.float64)
+
+    def average(self, V, part: np.ndarray, problem):
+        """Weighted mean over the participants ``part`` (``batch + (N,)``) of ``V`` (``..., N, d``): ``(..., 1, d)``."""
+        xp = B.namespace(V)
+        w = np.where(part, self._client_weights(problem), 0.0)
+        w = w / w.sum(axis=-1, keepdims=True)
+        wx = B.from_numpy(w[..., None], like=V, dtype=V.dtype)
+        # zero-weight clients must not contribute even where their iterates are non-finite
+        terms = xp.where(B.from_numpy(part[..., None], like=V), wx * V, xp.zeros_like(V))
+        return xp.sum(terms, axis=-2, keepdims=True)
+
+    # -- accounting -------------------------------------------------------------------
+    def _tally(self, state: State, coin: np.ndarray, up_counts, up_clients, down_counts, down_clients,
+               d: int) -> dict:
+        """Accounting of one round: entries sent up / down per client (``batch + (N,)`` integer arrays)."""
+        shape = state.bits_up.shape
+        up_counts = np.broadcast_to(np.asarray(up_counts, np.int64), shape)
+        down_counts = np.broadcast_to(np.asarray(down_counts, np.int64), shape)
+        up = np.asarray(coin, bool)[..., None] & up_clients
+        down = np.asarray(coin, bool)[..., None] & down_clients
+        return {
+            "communications": state.communications + np.asarray(coin, np.int64),
+            "bits_up": state.bits_up + np.where(up, self.comm.bits(up_counts, d), 0),
+            "bits_down": state.bits_down + np.where(down, self.comm.bits(down_counts, d), 0),
+            "values_up": state.values_up + np.where(up, up_counts, 0),
+            "upload_nnz": np.where(up, up_counts, state.upload_nnz),
+        }
+
+    # -- output -----------------------------------------------------------------------
+    def output(self, state: State):
+        """The server model ``extras["x"]`` (already pruned or masked), shape ``(..., d)``."""
+        return state.extras["x"][..., 0, :]
+
+
+def count_true(mask) -> np.ndarray:
+    """Number of true entries along the last axis, on the host (int64)."""
+    xp = B.namespace(mask)
+    ones = xp.astype(mask, B.index_dtype(xp, B.device_of(mask)))
+    return B.to_numpy(xp.sum(ones, axis=-1)).astype(np.int64)
