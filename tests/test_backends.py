@@ -127,6 +127,10 @@ def softmax():
 RUNS = {
     "sparse_proxskip": lambda gamma: A.sparse_proxskip(gamma, 0.3, 3),
     "randprox_l1": lambda gamma: A.randprox_l1(gamma, 0.3, 10.0, 3),
+    # round-based rules: masks on the iterates' device, participants and regrowth from host streams
+    "fedsparsify_local": lambda gamma: A.fedsparsify_local(gamma, 4, 0.5, 10, clients_per_round=4),
+    "random_pruning": lambda gamma: A.random_pruning(gamma, 4, 0.5, 10, clients_per_round=4),
+    "jmwst": lambda gamma: A.jmwst(gamma, 4, 0.5, 10, clients_per_round=4, layers=[(0, 5)], stage1_fraction=0.5),
 }
 
 
