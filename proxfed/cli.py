@@ -30,9 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "fedsparsify_global, fedsparsify_local, random_pruning, pdst, spdst, jmwst)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     rep = sub.add_parser("reproduce", help="reproduce the paper's BlogFeedback or FEMNIST tables and figures")
-    rep.add_argument("experiment", choices=("blogfeedback", "femnist", "femnist-appendix-d"),
+    rep.add_argument("experiment", choices=("blogfeedback", "femnist", "femnist-appendix-d", "cifar10"),
                      help="blogfeedback: Tables 1, 2, 5 and Figure 2; femnist: Tables 3, 4, Figure 3 and "
-                          "Appendix D; femnist-appendix-d: only Appendix D")
+                          "Appendix D; femnist-appendix-d: only Appendix D; cifar10: Figure 4 (ResNet18, "
+                          "needs the dl extra)")
     rep.add_argument("--data-dir", required=True,
                      help="the dataset folder, or a folder containing blogfeedback/ or femnist/")
     rep.add_argument("--budget", choices=("smoke", "small", "paper"), default="smoke",
@@ -48,6 +49,26 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--cache-dir", default=None, help="cache of the parsed dataset (.npz)")
     rep.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
+
+
+def _reproduce_cifar10(parser, args) -> int:
+    """``proxfed reproduce cifar10``: :func:`proxfed_dl.reproduce.reproduce_cifar10` (torch needed)."""
+    try:
+        from proxfed_dl.algorithms import ALGORITHMS
+        from proxfed_dl.reproduce import CIFAR10_METHODS, reproduce_cifar10
+    except ImportError as err:
+        parser.error(f"reproduce cifar10 needs torch (pip install 'proxfed[dl]'): {err}")
+    if args.alpha is not None:
+        parser.error("--alpha does not apply to cifar10")
+    if args.seed < 0:
+        parser.error("--seed must be >= 0")
+    methods = tuple(args.methods) if args.methods else CIFAR10_METHODS
+    bad = [m for m in methods if m not in ALGORITHMS]
+    if bad:
+        parser.error(f"unknown methods {bad}; choose from {', '.join(ALGORITHMS)}")
+    reproduce_cifar10(args.data_dir, args.out, budget=args.budget, methods=methods, seed=args.seed,
+                      progress=not args.no_progress)
+    return 0
 
 
 def _alpha(text: str):
@@ -85,6 +106,8 @@ def main(argv=None) -> int:
         run_demo(args.out, sparsity=args.sparsity, iterations=args.iterations, seed=args.seed,
                  alpha=args.alpha, methods=methods, progress=not args.no_progress)
         return 0
+    if args.command == "reproduce" and args.experiment == "cifar10":
+        return _reproduce_cifar10(parser, args)
     if args.command == "reproduce":
         from .experiments.paper import PAPER_METHODS, reproduce
 

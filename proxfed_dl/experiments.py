@@ -29,7 +29,8 @@ from .data import femnist_clients
 from .models import leaf_cnn
 from .problem import TorchProblem
 
-__all__ = ["FEMNIST_METHODS", "SPARSE_TRAINING_METHODS", "femnist_comparison", "format_markdown", "main"]
+__all__ = ["FEMNIST_METHODS", "SPARSE_TRAINING_METHODS", "femnist_comparison", "run_methods", "write_results",
+           "format_markdown", "main"]
 
 #: Methods of the comparison, in plotting order.
 FEMNIST_METHODS = ("sparse_proxskip", "accelerated_server_pruning", "sparse_proxskip_local", "fedavg", "fediht")
@@ -109,18 +110,45 @@ def femnist_comparison(data_dir, out_dir=None, *, n_writers: int = 10, methods=F
     config = {"n_writers": n_writers, "invert": invert, "n_train": data.n_samples, "n_test": int(data.test[0].shape[0]),
               "sparsity": sparsity, "iterations": iterations, "gamma": gamma, "local_steps": local_steps,
               "batch_size": batch_size, "clip_norm": clip_norm, "weight_decay": weight_decay,
-              "channels": list(channels), "hidden": hidden, "seed": seed, "schedule": "fixed",
+              "channels": list(channels), "hidden": hidden, "seed": seed, "every": every, "schedule": "fixed",
               "torch_threads": torch.get_num_threads()}
+    config["caption"] = (f"FEMNIST, {n_writers} writers ({config['n_train']} training / {config['n_test']} test "
+                         f"images), CNN (conv channels {tuple(channels)}, dense {hidden})"
+                         + (", inverted pixels (ink = 1)" if invert else ""))
+    rows, histories = run_methods(
+        lambda: TorchProblem(data, lambda: leaf_cnn(data.n_classes, hidden=hidden, channels=channels),
+                             batch_size=batch_size, clip_norm=clip_norm, weight_decay=weight_decay, seed=seed),
+        methods, config, progress=progress)
+    out = {"config": config, "rows": rows, "history": histories}
+    if out_dir is not None:
+        write_results(out, out_dir, name)
+    return out
+
+
+def run_methods(make_problem, methods, config: dict, progress: bool = False):
+    """Run every method on a fresh problem from ``make_problem()`` with the settings in ``config``.
+
+    ``config`` holds ``gamma``, ``local_steps`` (``1/p``, fixed schedule),
+    ``iterations``, ``sparsity``, ``seed`` and ``every``; ``dim`` is added.
+    Every method starts from the same initial model and sees the same
+    minibatch streams; FedSparsify and FLASH get ``iterations // local_steps``
+    rounds.
+
+    Returns
+    -------
+    (rows, histories) : list of dict, dict of str to dict of lists
+    """
     rows, histories = [], {}
+    it, steps = config["iterations"], config["local_steps"]
     for method in methods:
-        prob = TorchProblem(data, lambda: leaf_cnn(data.n_classes, hidden=hidden, channels=channels),
-                            batch_size=batch_size, clip_norm=clip_norm, weight_decay=weight_decay, seed=seed)
+        prob = make_problem()
         config["dim"] = prob.dim
-        extra = {"rounds": max(1, iterations // local_steps), "seed": seed} if method in ROUND_BASED else {}
-        alg = make_algorithm(method, prob, gamma, 1.0 / local_steps, sparsity=sparsity, schedule="fixed", **extra)
+        extra = {"rounds": max(1, it // steps), "seed": config["seed"]} if method in ROUND_BASED else {}
+        alg = make_algorithm(method, prob, config["gamma"], 1.0 / steps, sparsity=config["sparsity"],
+                             schedule="fixed", **extra)
         t0 = time.perf_counter()
-        res = proxfed.run(alg, prob, iterations, seed=seed, w0=prob.initial_point(seed), every=every,
-                          progress=progress)
+        res = proxfed.run(alg, prob, it, seed=config["seed"], w0=prob.initial_point(config["seed"]),
+                          every=config["every"], progress=progress)
         wall = time.perf_counter() - t0
         h = res.history
         acc = np.asarray(h["metric"], dtype=float)
@@ -134,14 +162,17 @@ def femnist_comparison(data_dir, out_dir=None, *, n_writers: int = 10, methods=F
             "wall_s": wall,
         })
         histories[method] = {k: np.asarray(v).tolist() for k, v in h.items()}
-    out = {"config": config, "rows": rows, "history": histories}
-    if out_dir is not None:
-        path = Path(out_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / f"{name}.json").write_text(json.dumps(out, indent=1))
-        (path / f"{name}.md").write_text(format_markdown(out) + "\n")
-        _plot(out, path / f"{name}.png")
-    return out
+    return rows, histories
+
+
+def write_results(out: dict, out_dir, name: str) -> Path:
+    """``<name>.json``, ``<name>.md`` (:func:`format_markdown`) and ``<name>.png`` in ``out_dir``."""
+    path = Path(out_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / f"{name}.json").write_text(json.dumps(out, indent=1))
+    (path / f"{name}.md").write_text(format_markdown(out) + "\n")
+    _plot(out, path / f"{name}.png")
+    return path
 
 
 def format_markdown(result: dict) -> str:
@@ -158,10 +189,9 @@ def format_markdown(result: dict) -> str:
     """
     c = result["config"]
     lines = [
-        f"FEMNIST, {c['n_writers']} writers ({c['n_train']} training / {c['n_test']} test images), CNN with "
-        f"P = {c['dim']:,} parameters (conv channels {tuple(c['channels'])}, dense {c['hidden']}), "
-        f"{c['sparsity']:.0%} sparsity (TopK over all parameters), {c['iterations']} iterations, "
-        f"{'inverted pixels (ink = 1), ' if c.get('invert') else ''}"
+        f"{c['caption']}, P = {c['dim']:,} parameters, "
+        f"{c['sparsity']:.0%} sparsity (TopK over all parameters; FLASH: density over conv and linear weights), "
+        f"{c['iterations']} iterations, "
         f"gamma = {c['gamma']}, {c['local_steps']} local steps (fixed schedule), batch {c['batch_size']}, "
         f"clip {c['clip_norm']}, weight decay {c['weight_decay']}, seed {c['seed']}, CPU "
         f"({c['torch_threads']} threads).",
@@ -207,7 +237,7 @@ def _plot(result, path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     c = result["config"]
-    fig.suptitle(f"FEMNIST, {c['n_writers']} writers, CNN P = {c['dim']:,}, {c['sparsity']:.0%} sparsity, "
+    fig.suptitle(f"{c['caption'].split(' (')[0]}, P = {c['dim']:,}, {c['sparsity']:.0%} sparsity, "
                  f"{c['local_steps']} local steps, gamma = {c['gamma']}, {c['iterations']} iterations")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -466,3 +466,38 @@ def test_femnist_writers_are_natural_clients(shared_data):
         warnings.simplefilter("error")
         res = proxfed.run(D.make_algorithm("sparse_proxskip", prob, 0.05, 0.5), prob, 2, every=1)
     assert res.status == "completed" and 0 <= res.history["metric"][-1] <= 1
+
+
+def test_reproduce_cifar10_smoke_on_pickle_fixtures(tmp_path):
+    """``proxfed reproduce cifar10`` end to end on files in the exact CIFAR-10 format (no real CIFAR offline)."""
+    import json
+
+    from proxfed.cli import main
+    from proxfed.experiments.tables import parse_markdown_tables
+    from proxfed_dl.reproduce import CIFAR10_BUDGETS, CIFAR10_METHODS
+
+    folder = write_cifar(tmp_path / "cifar-10-batches-py", n=30)
+    out = tmp_path / "res"
+    assert main(["reproduce", "cifar10", "--data-dir", str(folder), "--budget", "smoke", "--out", str(out),
+                 "--methods", "sparse_proxskip", "accelerated_server_pruning", "--no-progress"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    b = CIFAR10_BUDGETS["smoke"]
+    assert run["status"] == "completed" and run["budget"]["name"] == "smoke" and not run["is_reproduction_budget"]
+    assert run["n_clients"] == 10 and sum(run["client_sizes"]) == 150
+    res = json.loads((out / "cifar10.json").read_text())
+    assert [r["method"] for r in res["rows"]] == ["sparse_proxskip", "accelerated_server_pruning"]
+    for r in res["rows"]:
+        h = res["history"][r["method"]]
+        assert h["iteration"][-1] == b.rounds * b.local_steps and r["communications"] == b.rounds
+        assert 0 <= r["test_accuracy"] <= 1
+    by = {r["method"]: r for r in res["rows"]}
+    assert by["sparse_proxskip"]["sum_h_norm"] < 1e-3 * by["accelerated_server_pruning"]["sum_h_norm"]
+    header, rows = parse_markdown_tables((out / "cifar10.md").read_text())[0]
+    assert len(rows) == 2 and header[0] == "method" and all(len(r) == len(header) for r in rows)
+    assert (out / "cifar10.png").stat().st_size > 0
+    assert set(CIFAR10_METHODS) >= {"sparse_proxskip", "accelerated_server_pruning"}
+    with pytest.raises(SystemExit):
+        main(["reproduce", "cifar10", "--data-dir", str(folder), "--alpha", "1"])
+    with pytest.raises(FileNotFoundError):
+        main(["reproduce", "cifar10", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()  # nothing written for bad input
