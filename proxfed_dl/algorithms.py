@@ -161,7 +161,7 @@ def track_buffers(algorithm: Algorithm, average: bool = True) -> Algorithm:
 def make_algorithm(name: str, problem, gamma, p, *, sparsity: float = 0.9, scope: str = "all",
                    grad_at: str = "dense", schedule: str = "fixed", average_buffers: bool = True,
                    lam: float | None = None, rounds: int | None = None, clients_per_round: int | None = None,
-                   seed: int = 0, mask_layers=("conv", "linear"), **options) -> Algorithm:
+                   seed: int = 0, mask_layers=None, **options) -> Algorithm:
     """A core update rule for a :class:`~proxfed_dl.TorchProblem`, by name.
 
     ``K = P - round(sparsity P)`` entries are kept (``scope="all"``: TopK over
@@ -198,9 +198,10 @@ def make_algorithm(name: str, problem, gamma, p, *, sparsity: float = 0.9, scope
         Their partial participation (default every client).
     seed : int
         Their own randomness (participants, random masks, regrowth).
-    mask_layers : sequence of {"conv", "linear"}
-        FLASH's maskable tensors (:meth:`~proxfed_dl.FlatModel.weight_segments`;
-        ``("conv",)`` for ResNet18's convolutions); FLASH's density is
+    mask_layers : sequence of {"conv", "linear"}, optional
+        FLASH's maskable tensors (:meth:`~proxfed_dl.FlatModel.weight_segments`);
+        default ``("conv",)`` for a :class:`~proxfed_dl.ResNet18` (FLASH's
+        choice) and ``("conv", "linear")`` otherwise. FLASH's density is
         ``1 - sparsity`` over them and every other parameter stays dense.
         FedSparsify prunes all trainable parameters (``scope="all"``) or the
         weights only (``scope="weights"``).
@@ -249,6 +250,10 @@ def make_algorithm(name: str, problem, gamma, p, *, sparsity: float = 0.9, scope
                           prunable=None if prunable is None else prunable.cpu().numpy(), **kw)
         else:
             factory = {"pdst": A.pdst, "spdst": A.spdst, "jmwst": A.jmwst, "hetero_flash": A.hetero_flash}[name]
+            if mask_layers is None:
+                from .models import ResNet18
+
+                mask_layers = ("conv",) if isinstance(problem.flat.module, ResNet18) else ("conv", "linear")
             alg = factory(gamma, steps, 1.0 - sparsity, rounds,
                           layers=problem.flat.weight_segments(tuple(mask_layers)), **kw)
         prunable = None  # the rule handles its own scope

@@ -66,3 +66,14 @@ def test_round_based_rules_need_rounds_and_refuse_stray_options():
         D.make_algorithm("jmwst", prob, 0.05, 0.5)
     with pytest.raises(TypeError):
         D.make_algorithm("sparse_proxskip", prob, 0.05, 0.5, dst_rate=0.1)
+
+
+def test_flash_masks_resnet18_convolutions_by_default():
+    prob = tiny_resnet_problem()
+    alg = D.make_algorithm("pdst", prob, 0.05, 0.5, sparsity=0.8, rounds=2)
+    conv = Layers(prob.flat.weight_segments(("conv",)), prob.dim)
+    assert alg.layers == prob.flat.weight_segments(("conv",))
+    st = alg.init(prob, prob.initial_point(0))
+    mask = st.extras["level_mask"][-1].numpy()
+    assert mask[~conv.maskable].all()  # the classifier, biases and BatchNorm stay dense
+    np.testing.assert_array_equal(conv.counts(mask), [sparsity_to_k(int(n), 0.8) for n in conv.sizes])
