@@ -322,3 +322,18 @@ def test_oneshot_and_random_pruning(ridge):
     mag = _rounds(A.fedsparsify_global(g, 2, 0.8, 6), ridge, 6)
     assert np.asarray(rnd.extras["mask"]).sum() == np.asarray(mag.extras["mask"]).sum()
     assert not (np.asarray(rnd.extras["mask"]) == np.asarray(mag.extras["mask"])).all()
+
+
+def test_mask_cost_follows_the_index_model():
+    """Masks travel as the support of each message: a bitmap index model adds d bits per message."""
+    from proxfed.comm import CommModel
+
+    rng = np.random.default_rng(2)
+    N, d, T = 5, 50, 4
+    prob = Quadratic(rng.normal(size=(N, d)))
+    plain = _rounds(A.fedsparsify_local(1.0, 1, 0.8, T), prob, T)
+    bitmap = _rounds(A.fedsparsify_local(1.0, 1, 0.8, T, comm=CommModel(index="bitmap")), prob, T)
+    np.testing.assert_array_equal(bitmap.bits_up - plain.bits_up, np.full(N, T * d))
+    np.testing.assert_array_equal(bitmap.bits_down - plain.bits_down, np.full(N, T * d))
+    np.testing.assert_array_equal(plain.values_up, bitmap.values_up)
+    assert plain.values_up.sum() == sum(N * A.FedSparsify(1.0, 1, 0.8, T).kept(t, d) for t in range(1, T + 1))
