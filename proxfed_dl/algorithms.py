@@ -16,6 +16,7 @@ import torch
 from proxfed import algorithms as A
 from proxfed import _backend as B
 from proxfed.algorithms import Algorithm
+from proxfed.algorithms.rounds import RoundBased
 from proxfed.prox import TopK, _check_step, sparsity_to_k
 
 __all__ = ["WeightTopK", "track_buffers", "make_algorithm", "ALGORITHMS", "ROUND_BASED"]
@@ -106,7 +107,11 @@ class _BufferTracking:
         if self.average_buffers:
             comm = np.asarray(new.communications) > np.asarray(state.communications)
             if comm.any():
-                problem.average_buffers(comm if comm.ndim else None)
+                weights = None
+                if isinstance(self, RoundBased):  # the round's participants, weighted as the model average
+                    part = self.participants_of(np.asarray(state.communications) + 1, problem.n_clients)
+                    weights = np.where(part, self._client_weights(problem), 0.0)
+                problem.average_buffers(comm if comm.ndim else None, weights=weights)
         bufs = problem.buffers
         if bufs is None:
             bufs = problem.initial_buffers(state.batch_shape)

@@ -291,7 +291,7 @@ class TorchProblem(FederatedProblem):
         self._buf_lead = tuple(buffers.shape[:-2])
         self._buf = buffers.detach().reshape(_prod(self._buf_lead) * self.n_clients, self.n_buffers).clone()
 
-    def average_buffers(self, mask=None) -> None:
+    def average_buffers(self, mask=None, weights=None) -> None:
         """Replace every client's running statistics by the client mean, in the runs where ``mask``.
 
         This is the paper's BatchNorm rule at a communication: the statistics
@@ -301,11 +301,23 @@ class TorchProblem(FederatedProblem):
         ----------
         mask : array of bool, shape of the run axes, optional
             Default: all runs.
+        weights : array, shape ``run axes + (N,)``, optional
+            Weights of a weighted mean (e.g. the round's participants' sample
+            counts, zero for the others, as the round-based rules average the
+            weights); default the plain mean over all clients.
         """
         if self._buf is None or self.n_buffers == 0:
             return
         buf = self.buffers
-        mean = self._client_mean(buf)
+        if weights is None:
+            mean = self._client_mean(buf)
+        else:
+            if self._reduce is not None:
+                raise NotImplementedError("weighted buffer averaging across processes")
+            w = np.asarray(weights, np.float64)
+            w = w / w.sum(axis=-1, keepdims=True)
+            wt = torch.as_tensor(w.reshape(buf.shape[:-1] + (1,)), dtype=buf.dtype, device=buf.device)
+            mean = torch.sum(wt * buf, dim=-2, keepdim=True)
         new = mean.expand_as(buf)
         if mask is not None and not np.all(mask):
             m = torch.as_tensor(np.asarray(mask, bool).reshape(np.shape(mask) + (1, 1)), device=buf.device)

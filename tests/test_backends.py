@@ -174,17 +174,21 @@ def test_run_on_numpy_returns_numpy():
     assert res.w.dtype == np.float64
 
 
-@pytest.mark.parametrize("name", ["sparse_proxskip", "randprox_l1"])
+@pytest.mark.parametrize("name", ["sparse_proxskip", "randprox_l1", "fedsparsify_local", "jmwst"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_batched_run_matches_numpy(backend, name):
-    """Per-run hyperparameters (gamma, p, k, lam) are moved to the iterates' device."""
+    """Per-run hyperparameters (gamma, p, k, lam; local steps) are moved to the iterates' device."""
     prob = ridge()
     gamma = 1.0 / float(np.max(prob.smoothness())) * np.array([1.0, 0.5])
     p, k = np.array([0.3, 0.6]), np.array([2, 4])
     if name == "sparse_proxskip":
         alg = A.sparse_proxskip(gamma, p, k, grad_at="pruned")
-    else:
+    elif name == "randprox_l1":
         alg = A.randprox_l1(gamma, p, np.array([10.0, 3.0]), k)
+    elif name == "fedsparsify_local":
+        alg = A.fedsparsify_local(gamma, np.array([2, 3]), 0.5, 10, clients_per_round=4)
+    else:
+        alg = A.jmwst(gamma, np.array([2, 3]), 0.5, 10, clients_per_round=4, layers=[(0, 5)], stage1_fraction=0.5)
     w0_np = np.random.default_rng(2).normal(size=(2, prob.dim))
     expected = proxfed.run(alg, prob, 30, w0=w0_np, seed=[3, 4], every=10)
     w0 = put(backend, w0_np)

@@ -77,3 +77,31 @@ def test_flash_masks_resnet18_convolutions_by_default():
     mask = st.extras["level_mask"][-1].numpy()
     assert mask[~conv.maskable].all()  # the classifier, biases and BatchNorm stay dense
     np.testing.assert_array_equal(conv.counts(mask), [sparsity_to_k(int(n), 0.8) for n in conv.sizes])
+
+
+def test_batchnorm_statistics_average_over_the_round_participants(monkeypatch):
+    from proxfed import algorithms as A
+
+    prob = tiny_resnet_problem()
+    alg = D.make_algorithm("fedsparsify_global", prob, 0.05, 1.0, sparsity=0.5, rounds=3, clients_per_round=2,
+                           seed=3)
+    calls = []
+    original = prob.average_buffers
+    monkeypatch.setattr(prob, "average_buffers", lambda mask=None, weights=None: (
+        calls.append(weights), original(mask, weights=weights))[1])
+    st = alg.init(prob, prob.initial_point(0))
+    for r in (1, 2):
+        st = alg.step(st, prob, True)
+        part = A.participants(3, r, prob.n_clients, 2)
+        np.testing.assert_array_equal(calls[-1], np.where(part, prob.dataset.client_sizes, 0.0))
+
+
+def test_weighted_buffer_average():
+    prob = tiny_resnet_problem()
+    prob.buffers_tracked = True
+    bufs = torch.arange(3 * prob.n_buffers, dtype=torch.float64).reshape(3, prob.n_buffers)
+    prob.set_buffers(bufs)
+    prob.average_buffers(weights=np.array([1.0, 0.0, 3.0]))
+    want = (1 * bufs[0] + 3 * bufs[2]) / 4
+    for i in range(3):
+        assert torch.allclose(prob.buffers[i], want)

@@ -57,7 +57,9 @@ def test_schedule_values():
     f = A.fedsparsify_schedule(np.arange(1, 101), 0.8, 100, frequency=5, start_round=10, initial_sparsity=0.1)
     assert np.all(f[:9] == 0.1) and np.all(f[10:14] == f[10]) and f[-1] == pytest.approx(0.8)
     assert np.all(np.diff(f) >= 0)
-    for bad in ({"final_sparsity": 1.0}, {"rounds": 1}, {"exponent": 0}, {"initial_sparsity": 0.95}):
+    assert A.fedsparsify_schedule(1, 0.9, 1) == 0.9  # a single round ends at s_F
+    for bad in ({"final_sparsity": 1.0}, {"start_round": 10}, {"rounds": 3, "start_round": 3}, {"exponent": 0},
+                {"initial_sparsity": 0.95}):
         kw = {"final_sparsity": 0.9, "rounds": 10, **bad}
         with pytest.raises(ValueError):
             A.fedsparsify_schedule(1, **kw)
@@ -149,6 +151,7 @@ def test_majority_voting_on_hand_made_masks():
     assert alg.min_votes(4) == 2 and alg.min_votes(5) == 2 and alg.min_votes(1) == 1
     ceil = A.fedsparsify_local(1.0, 1, 0.5, 2, vote_rounding="ceil", vote_fraction=0.75)
     assert ceil.min_votes(4) == 3 and ceil.min_votes(5) == 4
+    assert A.fedsparsify_local(1.0, 1, 0.5, 2, vote_fraction=0.29).min_votes(100) == 29  # exact, not 28.999...
     assert np.all(state.upload_nnz == 2)  # every client sends its K values
 
 
@@ -165,7 +168,9 @@ def test_fedsparsify_equals_the_plain_reference(mode, m):
     for t in range(1, T + 1):
         state = alg.step(state, prob, True)
         part = A.participants(7, t, N, m)
-        x_ref, mask = _reference_round(prob.C, mask, alg.kept(t, d), part, sizes, mode, alg.min_votes(part.sum()))
+        s_t = 0.9 * (1 - (1 - (t - 1) / (T - 1)) ** 3)  # the schedule, written out
+        k_t = d - int(round(s_t * d))
+        x_ref, mask = _reference_round(prob.C, mask, k_t, part, sizes, mode, max(1, int(part.sum()) // 2))
         np.testing.assert_allclose(alg.output(state), x_ref, rtol=1e-13, atol=1e-15)
         np.testing.assert_array_equal(np.asarray(state.extras["mask"])[0], mask)
 
@@ -215,13 +220,13 @@ def test_seeded_partial_participation():
 
 
 # -- FLASH -------------------------------------------------------------------------------------------
-@settings(max_examples=40, deadline=None)
-@given(st.integers(0, 10_000), st.floats(0.0, 1.0), st.booleans())
-def test_dst_keeps_each_layer_density(seed, rate, redistribute):
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0.0, 1.0), st.booleans(), st.floats(0.05, 1.0))
+def test_dst_keeps_each_layer_density(seed, rate, redistribute, density):
     rng = np.random.default_rng(seed)
     d = 60
     lay = Layers([(0, 10), (12, 40), (45, 60)], d)
-    mask = rng.random(d) < 0.4
+    mask = rng.random(d) < density  # up to dense layers, where fewer positions can be regrown than pruned
     w = np.where(mask, rng.normal(size=d), 0.0)
     w2, m2 = A.dst_step(w, mask, lay, rate, np.random.default_rng(seed), redistribute=redistribute)
     if redistribute:
@@ -312,6 +317,16 @@ def test_bad_arguments():
         Layers([(0, 5), (3, 8)], 10)
 
 
+def test_oneshot_prunes_once_in_the_engine(ridge):
+    g = _gamma(ridge)
+    counts = []
+    _rounds(A.oneshot_pruning(g, 2, 0.8, 6, fine_tune_rounds=2), ridge, 6,
+            check=lambda s: counts.append(int(np.asarray(s.extras["mask"]).sum())))
+    per_round = counts[1::2]  # after each round's communication
+    k = sparsity_to_k(ridge.dim, 0.8)
+    assert per_round == [ridge.dim] * 3 + [k] * 3  # dense through round T - f = 4's start, pruned at its end
+
+
 def test_oneshot_and_random_pruning(ridge):
     g = _gamma(ridge)
     one = _rounds(A.oneshot_pruning(g, 2, 0.8, 6, fine_tune_rounds=2), ridge, 6)
@@ -333,7 +348,102 @@ def test_mask_cost_follows_the_index_model():
     prob = Quadratic(rng.normal(size=(N, d)))
     plain = _rounds(A.fedsparsify_local(1.0, 1, 0.8, T), prob, T)
     bitmap = _rounds(A.fedsparsify_local(1.0, 1, 0.8, T, comm=CommModel(index="bitmap")), prob, T)
-    np.testing.assert_array_equal(bitmap.bits_up - plain.bits_up, np.full(N, T * d))
-    np.testing.assert_array_equal(bitmap.bits_down - plain.bits_down, np.full(N, T * d))
+    kept = [A.FedSparsify(1.0, 1, 0.8, T).kept(t, d) for t in range(1, T + 1)]
+    assert kept[0] == d and all(a > b for a, b in zip(kept[1:], kept[2:]))  # round 1 dense, then shrinking
+    sparse_rounds = sum(k < d for k in kept)
+    # every sparse upload carries the client's own mask; a download carries the mask when it changed
+    # (full participation: every client holds the previous one), so once per change of the server mask
+    np.testing.assert_array_equal(bitmap.bits_up - plain.bits_up, np.full(N, sparse_rounds * d))
+    changes = int(np.asarray(bitmap.extras["mask_version"]).item())
+    assert 1 <= changes <= sparse_rounds
+    np.testing.assert_array_equal(bitmap.bits_down - plain.bits_down, np.full(N, changes * d))
     np.testing.assert_array_equal(plain.values_up, bitmap.values_up)
     assert plain.values_up.sum() == sum(N * A.FedSparsify(1.0, 1, 0.8, T).kept(t, d) for t in range(1, T + 1))
+    # Global uploads sit on the mask the clients received: no mask goes up
+    g_plain = _rounds(A.fedsparsify_global(1.0, 1, 0.8, T), prob, T)
+    g_bitmap = _rounds(A.fedsparsify_global(1.0, 1, 0.8, T, comm=CommModel(index="bitmap")), prob, T)
+    np.testing.assert_array_equal(g_bitmap.bits_up, g_plain.bits_up)
+    np.testing.assert_array_equal(g_bitmap.bits_down - g_plain.bits_down, np.full(N, sparse_rounds * d))
+
+
+def test_a_client_that_missed_a_prune_gets_the_mask_with_its_next_download():
+    from proxfed.comm import CommModel
+
+    rng = np.random.default_rng(5)
+    N, d, T = 6, 40, 8
+    prob = Quadratic(rng.normal(size=(N, d)))
+    alg = A.fedsparsify_global(1.0, 1, 0.9, T, clients_per_round=2, seed=2, comm=CommModel(index="bitmap"))
+    state = alg.init(prob, np.zeros(d))
+    known = np.zeros(N, int)  # mask version each client holds
+    version = 0
+    for t in range(1, T + 1):
+        before = state.bits_down.copy()
+        old_mask = np.asarray(state.extras["mask"]).copy()
+        state = alg.step(state, prob, True)
+        version += int((np.asarray(state.extras["mask"]) != old_mask).any())
+        nxt = A.participants(2, t + 1, N, 2)
+        count = int(np.asarray(state.extras["mask"]).sum())
+        want = np.where(nxt, 32 * count + np.where((known != version) & (count < d), d, 0), 0)
+        np.testing.assert_array_equal(state.bits_down - before, want)
+        known = np.where(nxt, version, known)
+
+
+def _top_per_layer(x, lay, budgets):
+    """Per layer the top budgets[l] of |x| (ties to the lowest index), the rest of the vector kept: plainly."""
+    keep = ~lay.maskable.copy()
+    for (a, b), k in zip(lay.segments, budgets):
+        for j in sorted(range(a, b), key=lambda j: (-abs(x[j]), j))[:k]:
+            keep[j] = True
+    return keep
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_jmwst_rounds_equal_a_plain_reference(every):
+    from proxfed import _backend as B
+    from proxfed.algorithms.rounds import MASK_STREAM
+
+    rng = np.random.default_rng(6)
+    N, d, E, g = 4, 30, 4, 0.3
+    sizes = np.array([3, 1, 2, 5])
+    prob = Quadratic(rng.normal(size=(N, d)), sizes=sizes)
+    lay = Layers([(0, 12), (12, 26)], d)
+    alg = A.jmwst(g, E, 0.5, 6, layers=lay, stage1_fraction=0.5, seed=4, mask_update_every=every, dst_every=1,
+                  dst_rate=0.9)
+    state = _rounds(alg, prob, 1)  # stage 1
+    for r in range(2, 6):
+        W = np.asarray(state.w).copy()
+        M = np.asarray(state.extras["client_mask"]).copy()
+        server = np.asarray(state.extras["level_mask"])[-1]
+        for j in range(E):
+            t = state.t + j
+            W = np.where(M, W - g * (W - prob.C), 0.0)
+            if j + 1 < E:  # dst_every = 1: after every local step but the last
+                for i in range(N):
+                    W[i], M[i] = A.dst_step(W[i], M[i], lay, 0.9 * (1 - (r - 1) / 6),
+                                            B.rng(4, 0, r, i, t + 1, MASK_STREAM))
+        xbar = (sizes[:, None] * W).sum(axis=0) / sizes.sum()
+        new = _top_per_layer(xbar, lay, lay.counts(server)) if r % every == 0 else server
+        for j in range(E):
+            state = alg.step(state, prob, j == E - 1)
+        np.testing.assert_array_equal(np.asarray(state.extras["level_mask"])[-1], new)
+        np.testing.assert_allclose(alg.output(state), np.where(new, xbar, 0.0), rtol=1e-13, atol=1e-15)
+        if r % every:
+            np.testing.assert_array_equal(new, server)  # no update in this round
+        assert not np.array_equal(M, np.broadcast_to(server, M.shape))  # DST moved the client masks
+
+
+def test_flash_downlink_accounting():
+    rng = np.random.default_rng(8)
+    N, d, T = 5, 40, 4
+    prob = Quadratic(rng.normal(size=(N, d)))
+    alg = A.pdst(0.5, 2, 0.25, T, clients_per_round=3, seed=1)
+    state = alg.init(prob, np.zeros(d))
+    k = int(np.asarray(state.extras["level_mask"]).sum())
+    assert k == sparsity_to_k(d, 0.75)
+    for r in range(1, T + 1):
+        before_up, before_down = state.bits_up.copy(), state.bits_down.copy()
+        for j in range(2):
+            state = alg.step(state, prob, j == 1)
+        np.testing.assert_array_equal(state.bits_up - before_up, np.where(A.participants(1, r, N, 3), 32 * k, 0))
+        np.testing.assert_array_equal(state.bits_down - before_down,
+                                      np.where(A.participants(1, r + 1, N, 3), 32 * k, 0))

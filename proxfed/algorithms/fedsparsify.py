@@ -15,17 +15,20 @@ Round ``t = 1, ..., T`` with participants ``S_t`` (``M`` of ``N``):
 ``s_t = fedsparsify_schedule(t, ...)``; ``m`` only ever loses entries (no
 regrowth). Messages are counted by transmitted entries: the participants
 upload their models on the mask (Global) or their ``K_t`` kept values
-(Local) and receive the new server model's support (the next round's
-participants). The mask travels as the support of the sparse message and
-is paid for by the :class:`~proxfed.comm.CommModel` index model
-(``"bitmap"`` or ``"log2d"``); the paper-compatible default (values only)
-gives FedSparsify's communication column (:func:`fedsparsify_communication`).
+(Local), and the next round's participants download the new server model.
+Masks are priced by the :class:`~proxfed.comm.CommModel`'s index model
+(``"bitmap"``, ``"log2d"`` or ``"min"``) where they are sent: with every
+Local upload, and with a download whose mask the client does not hold yet
+(the mask changed since it last took part); Global uploads sit on the mask
+the client received and carry none. The paper-compatible default (values
+only) gives FedSparsify's communication column (:func:`fedsparsify_communication`).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from fractions import Fraction
 
 import numpy as np
 
@@ -58,7 +61,7 @@ def fedsparsify_schedule(round, final_sparsity, rounds, initial_sparsity=0.0, st
     for ``t >= t_0`` (``t' `` clipped to ``[t_0, T]``), and ``s_0`` before
     ``t_0``. With the defaults ``s_t = s_F (1 - (1 - (t-1)/(T-1))^3)``:
     ``s_1 = 0``, so the first prune happens at the end of round 2, and
-    ``s_T = s_F``.
+    ``s_T = s_F`` (also for a single round, ``T = t_0 = 1``).
 
     Parameters
     ----------
@@ -93,15 +96,16 @@ def fedsparsify_schedule(round, final_sparsity, rounds, initial_sparsity=0.0, st
     for name, v in (("rounds", rounds), ("start_round", start_round), ("frequency", frequency)):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    if start_round >= rounds:
-        raise ValueError(f"start_round must be < rounds, got {start_round} >= {rounds}")
+    if start_round > rounds or (start_round == rounds and rounds > 1):
+        raise ValueError(f"start_round must be < rounds (or both 1), got {start_round} >= {rounds}")
     if not exponent > 0:
         raise ValueError(f"exponent must be > 0, got {exponent!r}")
     t = np.asarray(round)
     if t.dtype.kind not in "iu" or np.any(t < 1):
         raise ValueError(f"round must be a positive integer (or an integer array), got {round!r}")
     tp = np.clip(frequency * (t // frequency), start_round, rounds)
-    decay = (1 - (tp - start_round) / (rounds - start_round)) ** exponent
+    span = max(rounds - start_round, 1)  # T = t_0 = 1: a single round ends at s_F
+    decay = np.where(tp >= rounds, 0.0, (1 - (tp - start_round) / span)) ** exponent
     # written from s_0 so that s is exactly s_0 at t_0 and exactly s_F at T (no rounding either side)
     s = np.where(decay == 0, final_sparsity, initial_sparsity + (final_sparsity - initial_sparsity) * (1 - decay))
     s = np.where(t < start_round, initial_sparsity, s)
@@ -206,9 +210,13 @@ class FedSparsify(RoundBased):
         self.n_runs
 
     def _hyper(self) -> dict:
+        # a custom schedule is written out as its values, so that the configuration rebuilds the rule
+        sched = ({"sparsity_schedule": [self.sparsity(t) for t in range(1, self.rounds + 1)]} if self._schedule
+                 else self.schedule_params)
         return {**super()._hyper(), "final_sparsity": self.final_sparsity, "mode": self.mode,
-                "pruning": self.pruning, **({} if self._schedule else self.schedule_params),
-                "vote_fraction": self.vote_fraction, "vote_rounding": self.vote_rounding}
+                "pruning": self.pruning, **sched, "vote_fraction": self.vote_fraction,
+                "vote_rounding": self.vote_rounding,
+                "prunable": None if self.prunable is None else int(self.prunable.sum())}
 
     # -- schedule and counts -----------------------------------------------------------------
     def sparsity(self, round_) -> float:
@@ -226,7 +234,8 @@ class FedSparsify(RoundBased):
 
     def min_votes(self, m: int) -> int:
         """``V(M)``: votes needed to keep a coordinate when ``M`` clients take part."""
-        v = math.floor(self.vote_fraction * m) if self.vote_rounding == "floor" else math.ceil(self.vote_fraction * m)
+        exact = Fraction(repr(self.vote_fraction)) * int(m)  # 0.29 * 100 is 28.999... in floating point
+        v = math.floor(exact) if self.vote_rounding == "floor" else math.ceil(exact)
         return max(1, int(v))
 
     # -- state ---------------------------------------------------------------------------------
@@ -244,7 +253,8 @@ class FedSparsify(RoundBased):
         xp = B.namespace(W)
         self._prunable(W, problem.dim)
         x = self.consensus.mean(W)
-        return {"x": x, "mask": xp.ones(x.shape, dtype=xp.bool, device=B.device_of(W))}
+        return {"x": x, "mask": xp.ones(x.shape, dtype=xp.bool, device=B.device_of(W)),
+                **self._version_extras(tuple(W.shape[:-2]), problem.n_clients)}
 
     def _prune(self, x, mask, k: np.ndarray, rounds_now: np.ndarray):
         """Mask entries kept after pruning ``x`` to ``k`` (per run) prunable entries within ``mask``."""
@@ -280,7 +290,7 @@ class FedSparsify(RoundBased):
         if self.mode == "global":
             x = self.average(V, part, problem)
             new_mask = self._prune(x, mask, k, rounds_now)
-            up_counts = count_true(mask)
+            up_counts, sent = count_true(mask), V  # on the mask the clients received: no mask goes up
         else:
             client_masks = self._prune(V, xp.broadcast_to(mask, V.shape), k[..., None] * np.ones(N, np.int64),
                                        rounds_now)
@@ -295,13 +305,16 @@ class FedSparsify(RoundBased):
             if prunable is not None:
                 new_mask = new_mask | (mask & ~prunable)
             x = self.average(U, part, problem)
-            up_counts = count_true(client_masks)
+            up_counts, sent = count_true(client_masks), U  # values and the client's own mask
         x = xp.where(new_mask, x, xp.zeros_like(x))
         nxt = self.participants_of(rounds_now + 1, N)
-        acc = self._tally(state, on, up_counts, part, count_true(new_mask), nxt, d)
+        changed = count_true(new_mask)[..., 0] != count_true(mask)[..., 0]  # masks only shrink
+        down_mask, versions = self._downlink_versions(ex, on, changed, nxt)
+        acc = self._tally(state, on, up_counts, part, count_true(new_mask), nxt, d,
+                          up_mask=self.mode == "local", down_mask=down_mask)
         new_w = select_runs(on, xp.broadcast_to(x, W.shape), V)
-        extras = {"x": select_runs(on, x, ex["x"]), "mask": select_runs(on, new_mask, mask)}
-        return state.replace(w=new_w, t=state.t + 1, uplink=V, extras=extras, **acc)
+        extras = {"x": select_runs(on, x, ex["x"]), "mask": select_runs(on, new_mask, mask), **versions}
+        return state.replace(w=new_w, t=state.t + 1, uplink=sent, extras=extras, **acc)
 
 
 def fedsparsify_global(gamma, local_steps, final_sparsity, rounds, **kwargs) -> FedSparsify:

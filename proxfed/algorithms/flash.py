@@ -31,7 +31,12 @@ budgets ``k_l = n_l - round((1 - delta) n_l)``. Clients train under a mask
   sends each client the model under its level's mask.
 
 Masks are chosen on the host (NumPy) and moved back to the iterates' array
-library: once per DST step and once per round.
+library: once per DST step and once per round. Accounting: participants
+upload their weights on their masks (stage 1: one density per layer) and
+the next round's participants download the model under their level's
+mask; a mask is priced (the :class:`~proxfed.comm.CommModel` index model)
+with an upload whose mask DST moved, and with a download whose mask the
+client does not hold yet.
 """
 
 from __future__ import annotations
@@ -127,8 +132,9 @@ def dst_step(w: np.ndarray, mask: np.ndarray, layers: Layers, rate: float, gen: 
     gen : numpy.random.Generator
         Regrowth positions.
     redistribute : bool
-        Spread the regrown total over layers by their mean ``|w|`` instead of
-        regrowing every layer's own count.
+        Spread the regrown total over layers by the mean ``|w|`` of their
+        active weights instead of regrowing every layer's own count (the
+        pruned total is capped by the inactive positions, so the total stays).
 
     Returns
     -------
@@ -155,14 +161,18 @@ def dst_step(w: np.ndarray, mask: np.ndarray, layers: Layers, rate: float, gen: 
         order = np.lexsort((active, np.abs(w[active])))  # smallest |w| first, ties to the lowest index
         pruned.append(active[order[:n]])
         candidates.append(inactive)
-        rest = active[order[n:]]
-        keep_mean.append(float(np.abs(w[rest]).mean()) if rest.size else 0.0)
+        keep_mean.append(float(np.abs(w[active]).mean()) if active.size else 0.0)
     counts = np.array([p.size for p in pruned], np.int64)
+    n_inactive = sum(c.size for c in candidates)
+    if redistribute and counts.sum() > n_inactive:  # prune no more than can be regrown: the total stays
+        keep_n = _largest_remainder(counts * (n_inactive / counts.sum()), n_inactive, counts, np.zeros_like(counts))
+        pruned = [p[:n] for p, n in zip(pruned, keep_n)]  # each p is ordered smallest |w| first
+        counts = keep_n
     if redistribute and counts.sum():
         share = np.asarray(keep_mean)
         share = share / share.sum() if share.sum() > 0 else np.full(len(share), 1.0 / len(share))
         cap = np.array([c.size for c in candidates], np.int64)
-        total = int(min(counts.sum(), cap.sum()))
+        total = int(counts.sum())
         counts = _largest_remainder(share * total, total, cap, np.zeros_like(cap))
     for p, cand, g in zip(pruned, candidates, counts):
         mask[p] = False
@@ -256,9 +266,12 @@ class Flash(RoundBased):
         self.n_runs
 
     def _hyper(self) -> dict:
+        layers = self.layers.segments if isinstance(self.layers, Layers) else self.layers
         return {**super()._hyper(), "density": self.density, "mode": self.mode, "dst_rate": self.dst_rate,
                 "dst_every": self.dst_every, "mask_update_every": self.mask_update_every,
-                "stage1_fraction": self.stage1_fraction, "levels": self.levels.tolist()}
+                "stage1_fraction": self.stage1_fraction, "levels": self.levels.tolist(),
+                "layers": None if layers is None else [list(map(int, seg)) for seg in layers],
+                "client_levels": None if self.client_levels is None else self.client_levels.tolist()}
 
     # -- bookkeeping ---------------------------------------------------------------------
     def _layers_for(self, d: int) -> Layers:
@@ -306,7 +319,7 @@ class Flash(RoundBased):
         w_init = self.consensus.mean(st.w)
         zeros = xp.zeros_like(st.w)
         extras = {"x": xp.where(lm[..., -1:, :], w_init, zeros[..., :1, :]), "level_mask": lm,
-                  "client_mask": client_mask}
+                  "client_mask": client_mask, **self._version_extras(batch, problem.n_clients)}
         if self.mode != "pdst":
             extras["w_init"] = w_init
         return st.replace(w=xp.where(client_mask, st.w, zeros), extras=extras)
@@ -373,6 +386,8 @@ class Flash(RoundBased):
         X = np.array(B.to_numpy(ex["x"]))
         part = self.participants_of(rounds_now, N)
         up = np.zeros(part.shape, np.int64)
+        up_mask = np.zeros(part.shape, bool)
+        LM_old = LM.copy()
         for flat, idx in enumerate(self._runs(rounds_now.shape)):
             if not on[idx]:
                 continue
@@ -385,7 +400,9 @@ class Flash(RoundBased):
                 X[idx] = np.where(LM[idx][-1:], B.to_numpy(ex["w_init"])[idx], 0.0)
                 up[idx] = np.where(part[idx], len(lay), 0)
                 continue
-            x = B.to_numpy(self.average(V[idx] if idx else V, part[idx], problem))
+            x = B.to_numpy(self.average(V[idx + (Ellipsis,)], part[idx], problem))
+            # a client whose DST moved its mask sends the mask with its weights
+            up_mask[idx] = np.any(Mn[idx] != LM_old[idx][lvl], axis=-1)
             if self.mode == "jmwst" and r % self.mask_update_every == 0:
                 budgets = lay.counts(LM[idx][-1])
                 LM[idx] = _nested_masks(np.abs(x[0]), self.level_counts(budgets), lay)
@@ -394,13 +411,15 @@ class Flash(RoundBased):
         client_masks = LM[..., lvl, :]
         down = client_masks.sum(axis=-1)
         nxt = self.participants_of(rounds_now + 1, N)
-        acc = self._tally(state, on, up, part, down, nxt, d)
+        changed = np.any(LM != LM_old, axis=(-2, -1))
+        down_mask, versions = self._downlink_versions(ex, on, changed, nxt)
+        acc = self._tally(state, on, up, part, down, nxt, d, up_mask=up_mask, down_mask=down_mask)
         Xd = B.from_numpy(X, like=V, dtype=V.dtype)
         CM = B.from_numpy(client_masks, like=V)
         new_w = xp.where(CM, xp.broadcast_to(Xd, V.shape), xp.zeros_like(V))
         extras = {**ex, "x": select_runs(on, Xd, ex["x"]),
                   "level_mask": select_runs(on, B.from_numpy(LM, like=V), ex["level_mask"]),
-                  "client_mask": select_runs(on, CM, client_mask)}
+                  "client_mask": select_runs(on, CM, client_mask), **versions}
         return state.replace(w=select_runs(on, new_w, V), t=state.t + 1, uplink=V, extras=extras, **acc)
 
 

@@ -34,8 +34,9 @@ def participants(seed: int, round_: int, n_clients: int, clients_per_round: int 
 
     ``clients_per_round`` clients drawn without replacement from the stream
     ``rng(seed, run, round_, PARTICIPATION_STREAM)``, so the draw of a round
-    depends on nothing else (resumed and batched runs see the same clients);
-    ``None`` means every client.
+    depends on nothing else (a resumed run sees the same clients; run ``r``
+    of a batch uses ``run=r``, a single run ``run=0``); ``None`` means every
+    client.
 
     Examples
     --------
@@ -136,6 +137,16 @@ class RoundBased(_FixedSchedule):
         Server average weighted by the participants' sample counts
         (``problem.dataset.client_sizes``) or uniform.
     comm : CommModel
+        Values cost ``comm.value_bits`` each; its index model prices the masks
+        where they are sent (see :meth:`_tally`).
+
+    Notes
+    -----
+    The rule's randomness comes from its own ``seed``, keyed by the run's
+    position in the batch: :func:`proxfed.run`'s ``seed`` sets only the
+    initial point and is not used by the fixed schedule. Non-participants
+    take the local steps too (the clients are one array axis) and their
+    work is discarded at the round's end.
     """
 
     def __init__(self, gamma, local_steps, rounds, *, clients_per_round=None, seed: int = 0,
@@ -199,18 +210,54 @@ class RoundBased(_FixedSchedule):
         return xp.sum(terms, axis=-2, keepdims=True)
 
     # -- accounting -------------------------------------------------------------------
+    @staticmethod
+    def _version_extras(batch: tuple, n_clients: int) -> dict:
+        """Mask versions: the server's (``batch + (1, 1)``) and the one each client last received (``batch + (N, 1)``)."""
+        return {"mask_version": np.zeros(batch + (1, 1), np.int64),
+                "known_version": np.zeros(batch + (n_clients, 1), np.int64)}
+
+    @staticmethod
+    def _downlink_versions(extras: dict, coin: np.ndarray, changed: np.ndarray, receivers: np.ndarray):
+        """Which receivers need the mask with the model, and the new versions (runs that communicate).
+
+        The server's mask version goes up in every run whose mask ``changed``;
+        a receiver gets the mask with the model unless it already holds that
+        version (the initial mask, set up with ``w0``, is version 0 and known
+        to every client).
+        """
+        coin = np.asarray(coin, bool)
+        version = np.asarray(B.to_numpy(extras["mask_version"])) + (coin & changed)[..., None, None]
+        known = np.asarray(B.to_numpy(extras["known_version"]))
+        send = receivers & coin[..., None] & (known[..., 0] != version[..., 0])
+        known = np.where((receivers & coin[..., None])[..., None], version, known)
+        return send, {"mask_version": version, "known_version": known}
+
     def _tally(self, state: State, coin: np.ndarray, up_counts, up_clients, down_counts, down_clients,
-               d: int) -> dict:
-        """Accounting of one round: entries sent up / down per client (``batch + (N,)`` integer arrays)."""
+               d: int, up_mask=False, down_mask=False) -> dict:
+        """Accounting of one round: entries sent up / down per client (``batch + (N,)`` integer arrays).
+
+        A message costs ``comm.value_bits`` per entry; the index part of
+        ``comm`` (bitmap or indices, :class:`~proxfed.comm.CommModel`) is paid
+        only by messages that carry a mask the receiver does not hold
+        (``up_mask`` / ``down_mask``, broadcastable to ``batch + (N,)``) and
+        are not dense. With the default ``CommModel()`` (no index cost) masks
+        cost nothing, as indices cost nothing for the other rules.
+        """
         shape = state.bits_up.shape
         up_counts = np.broadcast_to(np.asarray(up_counts, np.int64), shape)
         down_counts = np.broadcast_to(np.asarray(down_counts, np.int64), shape)
         up = np.asarray(coin, bool)[..., None] & up_clients
         down = np.asarray(coin, bool)[..., None] & down_clients
+
+        def bits(counts, mask_sent):
+            values = self.comm.value_bits * counts
+            index = self.comm.bits(counts, d) - values
+            return values + np.where(np.asarray(mask_sent, bool) & (counts < d), index, 0)
+
         return {
             "communications": state.communications + np.asarray(coin, np.int64),
-            "bits_up": state.bits_up + np.where(up, self.comm.bits(up_counts, d), 0),
-            "bits_down": state.bits_down + np.where(down, self.comm.bits(down_counts, d), 0),
+            "bits_up": state.bits_up + np.where(up, bits(up_counts, up_mask), 0),
+            "bits_down": state.bits_down + np.where(down, bits(down_counts, down_mask), 0),
             "values_up": state.values_up + np.where(up, up_counts, 0),
             "upload_nnz": np.where(up, up_counts, state.upload_nnz),
         }
