@@ -161,12 +161,15 @@ class Budget:
 
 #: ``BUDGETS[dataset][name]``. ``paper`` follows the protocol (BlogFeedback: 10^4 communications;
 #: FEMNIST: the paper gives no horizon, 10^3 is our decision); ``smoke`` checks the pipeline in
-#: minutes and its numbers are not a reproduction; ``small`` is a middle ground.
+#: minutes and its numbers are not a reproduction; ``quick`` (BlogFeedback: about an hour on 2 cores, p >= 0.1, 3
+#: seeds) and ``small`` are middle grounds.
 BUDGETS = {
     "blogfeedback": {
         "smoke": Budget("smoke", communications=20, seeds=3, tune_communications=10, n_stage1=4, n_stage2=2,
                         p_range=(0.2, 1.0), records=10, tune_records=5, tune_sparsities=(0.9,),
                         max_iterations=200),
+        "quick": Budget("quick", communications=300, seeds=3, tune_communications=50, n_stage1=8, n_stage2=4,
+                        p_range=(0.1, 1.0), records=60, tune_records=10, tune_sparsities=(0.9,)),
         "small": Budget("small", communications=500, seeds=5, tune_communications=100, n_stage1=12, n_stage2=6,
                         p_range=(0.03, 1.0), records=200, tune_records=50),
         "paper": Budget("paper", communications=10_000, seeds=5, tune_communications=1000, n_stage1=24,
