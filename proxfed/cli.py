@@ -116,6 +116,10 @@ def main(argv=None) -> int:
             parser.error("--seed must be >= 0")
         if args.alpha is not None and args.alpha != "validation" and not args.alpha > 0:
             parser.error("--alpha must be > 0")
+        from .experiments.paper import BUDGETS
+
+        if args.budget not in BUDGETS[dataset]:
+            parser.error(f"{dataset} has no {args.budget!r} budget; choose from {', '.join(BUDGETS[dataset])}")
         if args.alpha == "validation" and dataset != "blogfeedback":
             parser.error("--alpha validation is for blogfeedback (FEMNIST chooses alpha on its hold-out by default)")
         if args.methods:

@@ -226,11 +226,14 @@ def test_cli_reproduce_parser(tmp_path, capsys):
 
 def test_budgets_are_consistent():
     for dataset, budgets in BUDGETS.items():
-        assert set(budgets) == {"smoke", "small", "paper"}
+        assert {"smoke", "small", "paper"} <= set(budgets) <= {"smoke", "quick", "small", "paper"}
         for b in budgets.values():
             assert 0 < b.p_range[0] < b.p_range[1] <= 1 and b.seeds >= 1
             if b.tune_sparsities is not None:
                 assert set(b.tune_sparsities) <= set(PUBLISHED[dataset]["sparsities"])
+    assert "quick" in BUDGETS["blogfeedback"] and BUDGETS["blogfeedback"]["quick"].extra_thresholds
+    with pytest.raises(SystemExit):  # femnist has no quick budget: a clear CLI error
+        main(["reproduce", "femnist", "--data-dir", ".", "--budget", "quick"])
     assert BUDGETS["blogfeedback"]["paper"].communications == 10_000
     assert BUDGETS["blogfeedback"]["paper"].seeds == BUDGETS["femnist"]["paper"].seeds == 5
 
