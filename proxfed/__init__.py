@@ -11,6 +11,7 @@ from . import algorithms, comm, metrics, problems, prox, theory
 from .algorithms import State
 from .comm import CommModel
 from .data import FederatedDataset, Split
+from .round_runner import run_rounds
 from .runner import RunResult, load_state, run
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "State",
     "RunResult",
     "run",
+    "run_rounds",
     "load_state",
     "algorithms",
     "comm",

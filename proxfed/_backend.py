@@ -181,8 +181,9 @@ def top_scores_mask(a, k):
             raise ValueError(f"every k must be in [1, {d}], got {k_np}")
         kk = from_numpy(k_np, like=x, dtype=index_dtype(xp, device_of(x)))
         kk = xp.broadcast_to(kk[..., None] if kk.ndim else kk, x.shape[:-1] + (1,))
-        s = xp.sort(a, axis=-1, descending=True)
-        thr = xp.take_along_axis(s, kk - 1, axis=-1)
+        # ascending and unstable: the threshold needs neither a flipped copy nor a stable (8x slower) sort
+        s = xp.sort(a, axis=-1, stable=False)
+        thr = xp.take_along_axis(s, d - kk, axis=-1)
     greater = a > thr
     equal = a == thr
     n_greater = xp.sum(xp.astype(greater, index_dtype(xp, device_of(x))), axis=-1, keepdims=True)
