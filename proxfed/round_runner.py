@@ -21,7 +21,7 @@ import numpy as np
 
 from . import _backend as B
 from .algorithms.base import Algorithm
-from .runner import RunResult, _initial_models, _merge_runs, _problem_config, _Recorder
+from .runner import RunResult, _initial_models, _merge_runs, _problem_config, _Recorder, _split_and_reference
 
 __all__ = ["run_rounds", "communication_times"]
 
@@ -89,14 +89,7 @@ def run_rounds(algorithm: Algorithm, problem, communications: int, *, seed=0, sp
     for name, v in (("communications", communications), ("every", every)):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    if split == "auto":
-        split = "test" if problem.has_split("test") else None
-    elif split is not None and not problem.has_split(split):
-        raise ValueError(f"split {split!r} is not available in the dataset")
-    if isinstance(reference, str):
-        if reference != "auto":
-            raise ValueError("reference must be 'auto', an array or None")
-        reference = problem.solution() if getattr(problem, "cheap_solution", False) else None
+    split, reference = _split_and_reference(problem, split, reference)
     runs = algorithm.n_runs
     if runs is None and w0 is not None and np.ndim(B.to_numpy(w0)) == 2:
         runs = int(np.shape(w0)[0])

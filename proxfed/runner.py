@@ -259,14 +259,7 @@ def run(
         every = max(1, iterations // 200)
     if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
         raise ValueError(f"every must be a positive integer, got {every!r}")
-    if split == "auto":
-        split = "test" if problem.has_split("test") else None
-    elif split is not None and not problem.has_split(split):
-        raise ValueError(f"split {split!r} is not available in the dataset")
-    if isinstance(reference, str):
-        if reference != "auto":
-            raise ValueError("reference must be 'auto', an array or None")
-        reference = problem.solution() if getattr(problem, "cheap_solution", False) else None
+    split, reference = _split_and_reference(problem, split, reference)
 
     if state is None:
         runs = algorithm.n_runs
@@ -384,6 +377,19 @@ def run(
         w=algorithm.output(state), state=state, history=recorder.history(),
         status=status, message=message, config=config, diverged=diverged,
     )
+
+
+def _split_and_reference(problem, split, reference):
+    """Resolve ``split="auto"`` and ``reference="auto"`` (and validate both) for a driver."""
+    if split == "auto":
+        split = "test" if problem.has_split("test") else None
+    elif split is not None and not problem.has_split(split):
+        raise ValueError(f"split {split!r} is not available in the dataset")
+    if isinstance(reference, str):
+        if reference != "auto":
+            raise ValueError("reference must be 'auto', an array or None")
+        reference = problem.solution() if getattr(problem, "cheap_solution", False) else None
+    return split, reference
 
 
 def _next_true(flags: np.ndarray) -> np.ndarray:
