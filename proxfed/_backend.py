@@ -254,6 +254,8 @@ def logsumexp(x, axis: int = -1, keepdims: bool = False):
 
 def nnz(x, axis: int = -1):
     """Number of non-zero entries along ``axis`` (as an array of the index dtype)."""
+    if isinstance(x, np.ndarray):  # a counting loop, no boolean temporary
+        return np.count_nonzero(x, axis=axis).astype(np.int64, copy=False)
     xp = namespace(x)
     return xp.sum(xp.astype(x != 0, index_dtype(xp, device_of(x))), axis=axis)
 

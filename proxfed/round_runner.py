@@ -5,9 +5,9 @@ closed-form local phase only applies where *no* run communicates; runs
 with different ``p`` (a hyperparameter search) or different coins (seeds)
 leave almost no such stretches. :func:`run_rounds` instead advances every
 run by one communication round per batch step: each run takes the
-``k_r - 1`` local steps before its next coin at once
-(``problem.local_steps`` with a per-run ``k``) and then one step with
-communication. The trajectory of every run is the one of :func:`proxfed.run`
+``k_r`` local steps up to and including its next coin at once
+(``problem.local_steps`` with a per-run ``k``) and then that iteration's
+communication (:meth:`Algorithm.finish_step`). The trajectory of every run is the one of :func:`proxfed.run`
 with the same coins, up to rounding; the runs end after the same number of
 communications, at different iterations.
 """
@@ -23,7 +23,26 @@ from . import _backend as B
 from .algorithms.base import Algorithm
 from .runner import RunResult, _initial_models, _merge_runs, _problem_config, _Recorder, _split_and_reference
 
-__all__ = ["run_rounds", "communication_times"]
+__all__ = ["run_rounds", "communication_times", "supports_rounds", "NoClosedForm"]
+
+
+class NoClosedForm(ValueError):
+    """The algorithm has no closed-form local phase on this problem (:func:`run_rounds` refuses it)."""
+
+
+def supports_rounds(algorithm: Algorithm, problem, w0=None, seed=0) -> bool:
+    """Whether :func:`run_rounds` can run ``algorithm`` on ``problem`` (a closed-form local phase).
+
+    Checked on the state :func:`run_rounds` would start from (``w0``, or the
+    problem's default start for ``seed``): the rule's local steps must be
+    dense gradient steps with fixed control variates and the problem must
+    have :meth:`local_steps` for those iterates (ridge, NumPy float arrays).
+    """
+    if not isinstance(algorithm, Algorithm):
+        raise TypeError(f"algorithm must be a proxfed Algorithm, got {type(algorithm).__name__}")
+    runs = algorithm.n_runs
+    state = algorithm.init(problem, _initial_models(problem, seed, runs) if w0 is None else w0)
+    return bool(algorithm.can_jump(problem, state))
 
 
 def communication_times(algorithm: Algorithm, communications: int, seed=0, runs: int | None = None) -> np.ndarray:
@@ -78,9 +97,9 @@ def run_rounds(algorithm: Algorithm, problem, communications: int, *, seed=0, sp
 
     Raises
     ------
-    ValueError
-        When the algorithm cannot jump over local steps on this problem (use
-        :func:`proxfed.run`).
+    NoClosedForm
+        (a ``ValueError``) when the algorithm cannot jump over local steps on
+        this problem (use :func:`proxfed.run`).
     """
     from tqdm.auto import tqdm
 
@@ -97,7 +116,7 @@ def run_rounds(algorithm: Algorithm, problem, communications: int, *, seed=0, sp
         runs = len(np.asarray(seed).ravel())
     state = algorithm.init(problem, _initial_models(problem, seed, runs) if w0 is None else w0)
     if not algorithm.can_jump(problem, state):
-        raise ValueError(f"{algorithm.name} has no closed-form local phase on this problem; use proxfed.run")
+        raise NoClosedForm(f"{algorithm.name} has no closed-form local phase on this problem; use proxfed.run")
     batch = state.batch_shape
     times = communication_times(algorithm, int(communications), seed=seed, runs=runs)  # (R, C)
     gaps = np.diff(times, axis=1, prepend=-1)  # iterations per round, >= 1
@@ -122,12 +141,11 @@ def run_rounds(algorithm: Algorithm, problem, communications: int, *, seed=0, sp
         good, good_iters = state, iters.copy()
         with tqdm(total=communications, disable=not progress, desc=algorithm.name, leave=False) as bar:
             for m in range(communications):
-                k = np.where(frozen, 0, gaps[:, m] - 1)
-                if np.any(k > 0):
-                    kk = int(k[0]) if np.all(k == k[0]) else shape_of(k)
-                    w = problem.local_steps(state.w, state.h, algorithm.gamma, kk)
-                    state = state.replace(w=w)
-                new = algorithm.step(state, problem, shape_of(~frozen) if batch else True)
+                # the round's gaps[m] local steps at once (its last one included), then its communication
+                k = np.where(frozen, 0, gaps[:, m])
+                kk = int(k[0]) if np.all(k == k[0]) else shape_of(k)
+                local = problem.local_steps(state.w, state.h, algorithm.gamma, kk)
+                new = algorithm.finish_step(state, problem, shape_of(~frozen) if batch else True, local)
                 if frozen.any():  # frozen runs stay at their last finite record
                     new = _merge_runs(shape_of(~frozen), new, good)
                 iters = iters + np.where(frozen, 0, gaps[:, m])

@@ -524,6 +524,7 @@ def tune_method(
     split: str = "validation",
     records: int = 50,
     max_iterations: int | None = None,
+    driver: str = "auto",
     path=None,
     key: dict | None = None,
     progress: bool = False,
@@ -534,16 +535,24 @@ def tune_method(
 
     Protocol, exactly: :func:`random_search` over ``space`` (default
     :func:`method_space` with ``space_kwargs``), one search per K (group
-    ``str(K)``). Each stage is **one** batched :func:`proxfed.run` of all
-    (K, configuration) pairs (``R`` runs, hyperparameters as ``(R,)``
-    arrays): every run starts from the problem's default initial point for
-    ``seed`` (the same for all runs) and uses the coin stream ``(seed, 0)``
-    (common random numbers). Run ``r`` is scored after
-    ``horizon(params_r, communications)`` local steps (capped at
-    ``max_iterations``): its ``split`` metric (after the method's TopK) at the
-    last history record not past its horizon; the batch runs to the largest
-    horizon with about ``records`` records per run. A run the runner froze
-    because it diverged scores ``None`` with status ``"diverged"``.
+    ``str(K)``). Each stage is **one** batched run of all (K, configuration)
+    pairs (``R`` runs, hyperparameters as ``(R,)`` arrays): every run starts
+    from the problem's default initial point for ``seed`` (the same for all
+    runs) and uses the coin stream ``(seed, 0)`` (common random numbers).
+    The batch is run by one of two drivers (``driver``):
+
+    * :func:`proxfed.run_rounds` (``"run_rounds"``; what ``"auto"`` picks
+      when the method has a closed-form local phase on the problem): every
+      run makes exactly ``communications`` communications and is scored by
+      its ``split`` metric (after the method's TopK) at the end;
+    * :func:`proxfed.run` (``"run"``; ``"auto"`` otherwise): run ``r`` is
+      scored after ``horizon(params_r, communications)`` local steps (the
+      *expected* number for random coins, capped at ``max_iterations``), at
+      the last history record not past its horizon; the batch runs to the
+      largest horizon with about ``records`` records per run.
+
+    A run the driver froze because it diverged scores ``None`` with status
+    ``"diverged"``.
 
     Parameters
     ----------
@@ -554,16 +563,21 @@ def tune_method(
     ks : sequence of int or None
         The TopK sizes to tune for (``(None,)`` for dense ProxSkip).
     communications : int
-        The tuning horizon in (expected) communications.
+        The tuning horizon in communications (exact with ``run_rounds``,
+        expected with ``run``).
     space : SearchSpace, optional
     n_stage1, n_stage2, narrow, seed :
         See :func:`random_search`.
     split : {"validation", "train"}
         Where scores are measured; never the test split.
     records : int
-        History records per batched run.
+        History records per batched run (``run`` driver).
     max_iterations : int, optional
-        Cap on the local steps of a batched run.
+        Cap on the local steps of a batched run (``run`` driver).
+    driver : {"auto", "run_rounds", "run"}
+        How the batches are run (above); ``"run_rounds"`` raises
+        :class:`~proxfed.round_runner.NoClosedForm` for a method without a
+        closed-form local phase. Part of the search's key.
     path : path-like, optional
         JSON file of the search (resumable; see :func:`random_search`).
     key : dict, optional
@@ -578,12 +592,15 @@ def tune_method(
     -------
     SearchResult
         ``best`` maps ``str(K)`` to the winning hyperparameters;
-        ``info["runs"]`` lists the batched runs (runs, iterations, seconds).
+        ``info["runs"]`` lists the batched runs (driver, runs, largest
+        iteration count, total local steps ``run_steps``, seconds).
     """
-    from .runner import run
+    from . import round_runner, runner
 
     if split == "test":
         raise ValueError("tuning on the test split is not allowed; use a validation split (see holdout_split)")
+    if driver not in ("auto", "run_rounds", "run"):
+        raise ValueError(f"driver must be 'auto', 'run_rounds' or 'run', got {driver!r}")
     if not problem.has_split(split):
         raise ValueError(f"the problem's dataset has no {split!r} split; see proxfed.tune.holdout_split")
     if space is None:
@@ -601,33 +618,38 @@ def tune_method(
         params = {name: np.array([c[name] for c in configs]) for name in space.names}
         k = None if ks == [None] else np.array([by_group[g] for g, _ in batch], dtype=np.int64)
         alg = make_algorithm(method, params, k)
-        hz = np.array([horizon(c, communications) for c in configs])
-        if max_iterations is not None:
-            hz = np.minimum(hz, int(max_iterations))
-        T = int(hz.max())
-        every = max(1, T // max(1, int(records)))
         t0 = time.perf_counter()
-        res = run(alg, problem, T, seed=[int(seed)] * R, split=split, every=every, progress=progress)
+        if driver == "run_rounds" or (driver == "auto" and round_runner.supports_rounds(alg, problem)):
+            res = round_runner.run_rounds(alg, problem, int(communications), seed=[int(seed)] * R, split=split,
+                                          every=int(communications), progress=progress)
+            used = "run_rounds"
+            steps = np.asarray(res.history["iteration"])[-1].reshape(R)
+            metric = np.asarray(res.history["metric"])[-1].reshape(R)
+            T, run_steps = int(steps.max()), int(steps.sum())
+        else:
+            used = "run"
+            hz = np.array([horizon(c, communications) for c in configs])
+            if max_iterations is not None:
+                hz = np.minimum(hz, int(max_iterations))
+            T = int(hz.max())
+            res = runner.run(alg, problem, T, seed=[int(seed)] * R, split=split,
+                             every=max(1, T // max(1, int(records))), progress=progress)
+            it = np.asarray(res.history["iteration"])
+            rows = np.maximum(np.searchsorted(it, hz, side="right") - 1, 0)
+            metric = np.asarray(res.history["metric"]).reshape(len(it), R)[rows, np.arange(R)]
+            run_steps = int(T) * R
         seconds = time.perf_counter() - t0
-        info["runs"].append({"runs": R, "iterations": T, "seconds": seconds, "status": res.status})
-        say(f"    {R} runs x {T} iterations in {seconds:.1f} s ({res.status})")
-        it = np.asarray(res.history["iteration"])
-        metric = np.asarray(res.history["metric"]).reshape(len(it), R)
+        info["runs"].append({"driver": used, "runs": R, "iterations": T, "run_steps": run_steps,
+                             "seconds": seconds, "status": res.status})
+        say(f"    {R} runs, up to {T} iterations ({used}) in {seconds:.1f} s ({res.status})")
         bad = diverged_runs(res, R)
-        out = []
-        for r in range(R):
-            j = int(np.searchsorted(it, hz[r], side="right")) - 1
-            if bad[r]:
-                out.append((None, "diverged"))
-            else:
-                out.append(float(metric[max(j, 0), r]))
-        return out
+        return [(None, "diverged") if bad[r] else float(metric[r]) for r in range(R)]
 
     result = random_search(
         evaluate, space, n_stage1=n_stage1, n_stage2=n_stage2, narrow=narrow, groups=list(by_group), seed=seed,
         maximize=True, path=path, echo=say,
         key={"method": method, "communications": int(communications), "split": split,
-             "max_iterations": max_iterations, "records": int(records), **(key or {})},
+             "max_iterations": max_iterations, "records": int(records), "driver": driver, **(key or {})},
     )
     result.info = info
     return result

@@ -125,11 +125,13 @@ def test_tune_resumes_without_recomputation(problem, tmp_path, monkeypatch):
         raise AssertionError("a resumed search must not run anything")
 
     monkeypatch.setattr(proxfed.runner, "run", no_runs)
+    monkeypatch.setattr(proxfed.round_runner, "run_rounds", no_runs)
     again = tune_method("fediht", problem, [k], **kw)
     assert again.evaluated == 0 and again.best == first.best and again.best_score == first.best_score
 
 
-def test_selection_uses_validation_not_test(problem):
+@pytest.mark.parametrize("driver", ["run", "auto"])
+def test_selection_uses_validation_not_test(problem, driver):
     ds = problem.dataset
     # a test split on which the ranking is reversed (targets negated)
     flipped = proxfed.FederatedDataset(ds.X, ds.y, ds.offsets, test=(ds.test.X, -ds.test.y),
@@ -137,13 +139,18 @@ def test_selection_uses_validation_not_test(problem):
     prob = LoggingRidge(flipped, alpha=10.0)
     k = sparsity_to_k(prob.dim, 0.8)
     res = tune_method("final_topk", prob, [k], communications=6, n_stage1=6, n_stage2=2, seed=0,
-                      p_range=(0.2, 1.0), records=10_000)  # a record at every iteration
+                      p_range=(0.2, 1.0), records=10_000, driver=driver)  # a record at every iteration
     assert "validation" in prob.scored and "test" not in prob.scored
+    assert {r["driver"] for r in res.info["runs"]} == {"run" if driver == "run" else "run_rounds"}
     # the stored score of the winner is its validation metric, not its test metric
     best = res.best[str(k)]
     alg = make_algorithm("final_topk", best, k)
-    T = math.ceil(6 / best["p"] - 1e-9)
-    single = proxfed.run(alg, prob, T, seed=0, split="validation", every=1)
+    if driver == "run":  # scored after the expected number of local steps
+        T = math.ceil(6 / best["p"] - 1e-9)
+        single = proxfed.run(alg, prob, T, seed=0, split="validation", every=1)
+    else:  # scored after exactly 6 communications
+        single = proxfed.run_rounds(alg, prob, 6, seed=0, split="validation")
+        assert float(single.history["communications"][-1]) == 6
     val = float(single.history["metric"][-1])
     assert res.best_score[str(k)] == pytest.approx(val, rel=1e-7, abs=1e-9)
     assert not np.isclose(res.best_score[str(k)], prob.score(single.w, "test"))
@@ -152,6 +159,25 @@ def test_selection_uses_validation_not_test(problem):
     no_val = Ridge(proxfed.FederatedDataset(ds.X, ds.y, ds.offsets, test=ds.test), alpha=10.0)
     with pytest.raises(ValueError, match="validation"):
         tune_method("final_topk", no_val, [k], communications=6)
+
+
+def test_tune_driver_choice(problem):
+    """``auto`` runs closed-form rules by rounds and per-step-prox rules by iterations; bad drivers are refused."""
+    k = sparsity_to_k(problem.dim, 0.8)
+    kw = dict(communications=5, n_stage1=3, n_stage2=0, seed=0, p_range=(0.2, 1.0))
+    sps = tune_method("sparse_proxskip", problem, [k], **kw)
+    local = tune_method("sparse_proxskip_local", problem, [k], **kw)
+    assert [r["driver"] for r in sps.info["runs"]] == ["run_rounds"]
+    assert [r["driver"] for r in local.info["runs"]] == ["run"]
+    # every run of the rounds driver made exactly 5 communications: its local steps are its 5th coin + 1
+    params = {n: np.array([t["params"][n] for t in sps.trials]) for n in ("gamma", "p")}
+    times = proxfed.round_runner.communication_times(make_algorithm("sparse_proxskip", params, k), 5,
+                                                     seed=[0] * 3, runs=3)
+    assert sps.info["runs"][0]["run_steps"] == int(times[:, -1].sum() + 3)
+    with pytest.raises(proxfed.round_runner.NoClosedForm):
+        tune_method("sparse_proxskip_local", problem, [k], driver="run_rounds", **kw)
+    with pytest.raises(ValueError, match="driver"):
+        tune_method("sparse_proxskip", problem, [k], driver="rounds", **kw)
 
 
 def test_diverged_configurations_are_failures(problem):
@@ -274,13 +300,19 @@ def check_results_dir(out, dataset, appendix_d=False):
                     assert h[key].shape[0] == summ["records"], (m, s, key)
                 assert h["metric"].shape == (summ["records"], budget.seeds)
                 assert np.allclose(h["metric"][-1], summ["metric"])
-                assert h["iteration"][-1] == summ["iterations"]
+                assert np.all(np.broadcast_to(h["iteration"][-1], (budget.seeds,)) == summ["iterations"])
+                if summ["driver"] == "run_rounds":  # exactly the budget's communications
+                    assert np.all(h["communications"][-1] == budget.communications)
             with np.load(d / "final_w.npz") as f:
                 w = f["w"]
             assert w.shape[0] == budget.seeds
             if s is not None:
                 assert np.all((w != 0).sum(axis=1) <= sparsity_to_k(w.shape[1], s))
-            assert json.loads((d / "config.json").read_text())["iterations"] == summ["iterations"]
+            config = json.loads((d / "config.json").read_text())
+            if summ["driver"] == "run_rounds":
+                assert config["driver"] == "run_rounds" and config["communications"] == budget.communications
+            else:
+                assert config["iterations"] == max(summ["iterations"])
     # tables parse; every "ours" cell is the mean ± se of the summary
     names = (["table1_r2", "table5_loss", "table2_communication", "orderings"] if dataset == "blogfeedback"
              else ["table4_accuracy", "table3_communication", "orderings"])

@@ -189,6 +189,17 @@ class Algorithm:
         """One iteration of every client; communicate where ``coin`` is true."""
         raise NotImplementedError
 
+    def finish_step(self, state: State, problem, coin, local) -> State:
+        """The rest of an iteration once the clients' local update ``local`` is known.
+
+        ``step(state, problem, coin)`` is ``finish_step(state, problem, coin,
+        V)`` with ``V`` this iteration's local iterates (the gradient step and
+        any per-step prox). Rules with :meth:`can_jump` implement it, so that
+        :func:`proxfed.run_rounds` can hand over the end of a closed-form
+        local phase that already includes the round's last gradient step.
+        """
+        raise NotImplementedError(f"{self.name} has no finish_step")
+
     def can_jump(self, problem, state: State) -> bool:
         """Whether :meth:`local_phase` may replace explicit steps (False unless a rule says so)."""
         return False
@@ -258,8 +269,9 @@ class Algorithm:
         list of broadcast arrays (..., 1, d) or (..., N, d).
         """
         mask = np.asarray(coin_mask, bool)[..., None]
-        nnz_up = sum(B.to_numpy(B.nnz(m)).astype(np.int64) for m in sent_up)
-        bits_up = sum(self.comm.bits(B.to_numpy(B.nnz(m)), d) for m in sent_up)
+        counts_up = [B.to_numpy(B.nnz(m)).astype(np.int64) for m in sent_up]
+        nnz_up = sum(counts_up)
+        bits_up = sum(self.comm.bits(c, d) for c in counts_up)
         bits_dn = sum(
             np.broadcast_to(self.comm.bits(B.to_numpy(B.nnz(m)), d), state.bits_down.shape) for m in sent_down
         )

@@ -82,11 +82,16 @@ class FedAvg(_FixedSchedule):
 
     def step(self, state: State, problem, coin) -> State:
         """One local step for every client; average (and prune) where ``coin`` is true."""
-        xp = B.namespace(state.w)
         W = state.w
         V = W - hyper_like(self.gamma, W) * gradient(problem, W, state)
         if self.local_topk:
             V = self.topk.prox(V, 1.0)
+        return self.finish_step(state, problem, coin, V)
+
+    def finish_step(self, state: State, problem, coin, local) -> State:
+        """Averaging (and pruning) where ``coin`` is true, given the local iterates ``local``."""
+        xp = B.namespace(state.w)
+        W, V = state.w, local
         mask = coin_array(coin, state.batch_shape)
         if not mask.any():
             return state.replace(w=V, t=state.t + 1)
@@ -158,11 +163,16 @@ class Scaffold(_FixedSchedule):
 
     def step(self, state: State, problem, coin) -> State:
         """One corrected local step; the SCAFFOLD round update where ``coin`` is true."""
-        xp = B.namespace(state.w)
         W, ex = state.w, state.extras
+        V = W - hyper_like(self.gamma, W) * (gradient(problem, W, state) - ex["c_client"] + ex["c_server"])
+        return self.finish_step(state, problem, coin, V)
+
+    def finish_step(self, state: State, problem, coin, local) -> State:
+        """The SCAFFOLD round update where ``coin`` is true, given the corrected local iterates ``local``."""
+        xp = B.namespace(state.w)
+        W, ex, V = state.w, state.extras, local
         gamma = hyper_like(self.gamma, W)
         c_i, c, x = ex["c_client"], ex["c_server"], ex["x"]
-        V = W - gamma * (gradient(problem, W, state) - c_i + c)
         mask = coin_array(coin, state.batch_shape)
         if not mask.any():
             return state.replace(w=V, t=state.t + 1)

@@ -164,13 +164,19 @@ class Algorithm1(Algorithm):
 
         ``coin`` is a bool (all runs) or a bool array of the batch shape.
         """
-        xp = B.namespace(state.w)
         W, H = state.w, state.h
         gamma = hyper_like(self.gamma, W)
         point = W if self.grad_at == "dense" else self.sparsifier.prox(W, gamma)
         V = W - gamma * (gradient(problem, point, state) - H)              # line 6
         if self.local is not None:
             V = self.local.prox(V, gamma)                                   # line 7
+        return self.finish_step(state, problem, coin, V)
+
+    def finish_step(self, state: State, problem, coin, local) -> State:
+        """Lines 8-13 of an iteration whose lines 6-7 gave ``local`` (see :meth:`Algorithm.finish_step`)."""
+        xp = B.namespace(state.w)
+        W, H, V = state.w, state.h, local
+        gamma = hyper_like(self.gamma, W)
         mask = coin_array(coin, state.batch_shape)
         if not mask.any():
             return state.replace(w=V, t=state.t + 1)                        # line 13

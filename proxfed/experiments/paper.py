@@ -22,15 +22,19 @@ Figures 6-8) call :func:`reproduce`. The protocol, exactly:
    steps ``1/p`` for FedHT/FedIHT) and, for RandProx-l1, ``lam``
    (``lam_range * lam_max``); then ``n_stage2`` in a box a quarter as wide
    around the best), each stage one batched run of ``tune_communications``
-   expected communications scored by the **validation** metric after TopK.
+   communications scored by the **validation** metric after TopK (exactly
+   that many with :func:`proxfed.run_rounds` for the methods with a
+   closed-form local phase, in expectation with :func:`proxfed.run` for the
+   others; see the budget's ``driver``).
    Diverged configurations are failures. Sparsities the budget does not tune
    reuse the configuration of the nearest tuned sparsity; if every
    configuration fails the method falls back to ``gamma = 1/L`` and
    ``p = 1/sqrt(kappa)``.
 3. **Final runs**: every method at every sparsity with its tuned
-   hyperparameters, ``seeds`` seeds batched in one run of
-   ``horizon(params, communications)`` local steps (``communications``
-   expected communications), evaluated on the **test** split after TopK
+   hyperparameters, ``seeds`` seeds batched in one run of ``communications``
+   communications (by the same driver as the tuning: exactly, or in
+   expectation over ``horizon(params, communications)`` local steps),
+   evaluated on the **test** split after TopK
    (dense ProxSkip: no TopK, a reference). The tables report the mean and
    standard error over the seeds of the final values.
 4. **Communication tables**: on the seed-mean curves at the paper's
@@ -68,6 +72,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..round_runner import run_rounds, supports_rounds
 from ..runner import run
 from ..theory import proxskip_parameters
 from ..tune import holdout_split, horizon, make_algorithm, tune_method
@@ -109,11 +114,11 @@ class Budget:
     ----------
     name : str
     communications : int
-        Horizon of the final runs, in expected communications.
+        Horizon of the final runs, in communications.
     seeds : int
         Final runs per method and sparsity (batched).
     tune_communications : int
-        Horizon of every tuning run, in expected communications.
+        Horizon of every tuning run, in communications.
     n_stage1, n_stage2 : int
         Configurations of the wide and the narrow search stage.
     narrow : float
@@ -141,6 +146,13 @@ class Budget:
     extra_thresholds : tuple of float or None
         Additional metric thresholds for a second communication table (a short
         budget may reach none of the paper's); they do not change any run.
+    driver : {"auto", "run"}
+        ``"auto"``: runs of methods with a closed-form local phase (ridge,
+        dense local steps) go through :func:`proxfed.run_rounds` and make
+        exactly the horizon's communications; the others go through
+        :func:`proxfed.run` for the expected number of local steps.
+        ``"run"``: every run through :func:`proxfed.run` (how the ``quick``
+        results were made).
     """
 
     name: str
@@ -161,6 +173,11 @@ class Budget:
     alpha_iterations: int = 200
     holdout_fraction: float = 0.1
     extra_thresholds: tuple | None = None
+    driver: str = "auto"
+
+    def __post_init__(self):
+        if self.driver not in ("auto", "run"):
+            raise ValueError(f"driver must be 'auto' or 'run', got {self.driver!r}")
 
 
 #: ``BUDGETS[dataset][name]``. ``paper`` follows the protocol (BlogFeedback: 10^4 communications;
@@ -174,7 +191,7 @@ BUDGETS = {
                         max_iterations=200),
         "quick": Budget("quick", communications=300, seeds=3, tune_communications=50, n_stage1=8, n_stage2=4,
                         p_range=(0.1, 1.0), records=60, tune_records=10, tune_sparsities=(0.9,),
-                        extra_thresholds=(0.10, 0.125, 0.15)),
+                        extra_thresholds=(0.10, 0.125, 0.15), driver="run"),
         "small": Budget("small", communications=500, seeds=5, tune_communications=100, n_stage1=12, n_stage2=6,
                         p_range=(0.03, 1.0), records=200, tune_records=50),
         "paper": Budget("paper", communications=10_000, seeds=5, tune_communications=1000, n_stage1=24,
@@ -363,11 +380,11 @@ class _Pipeline:
         res = tune_method(
             method, problem, ks, communications=b.tune_communications, n_stage1=b.n_stage1, n_stage2=b.n_stage2,
             narrow=b.narrow, seed=self.seed, split="validation", records=b.tune_records,
-            max_iterations=b.max_iterations, path=self.out / "tuning" / f"{method}.json", key=key,
+            max_iterations=b.max_iterations, driver=b.driver, path=self.out / "tuning" / f"{method}.json", key=key,
             progress=self.progress, echo=self.echo, gamma_range=b.gamma_range, p_range=b.p_range,
             lam_range=b.lam_range,
         )
-        self.run_steps["tuning"] += sum(r["runs"] * r["iterations"] for r in res.info.get("runs", []))
+        self.run_steps["tuning"] += sum(r["run_steps"] for r in res.info.get("runs", []))
         chosen = {}
         for s, k in zip(tune_s, ks):
             g = "none" if k is None else str(k)
@@ -393,13 +410,20 @@ class _Pipeline:
     def final_run(self, method, s, params, problem, where, communications, split="test"):
         b = self.budget
         k = None if s is None else sparsity_to_k(problem.dim, s)
-        T = horizon(params, communications)
-        if b.max_iterations is not None:
-            T = min(T, b.max_iterations)
         seeds = [self.seed + 1 + j for j in range(b.seeds)]
-        every = max(1, T // max(1, b.records))
+        alg = make_algorithm(method, {n: np.full(len(seeds), v) for n, v in params.items()},
+                             None if k is None else k)
+        rounds = b.driver == "auto" and supports_rounds(alg, problem)
+        if rounds:  # exactly `communications` per seed
+            T, every = None, max(1, communications // max(1, b.records))
+        else:  # the expected number of local steps
+            T = horizon(params, communications)
+            if b.max_iterations is not None:
+                T = min(T, b.max_iterations)
+            every = max(1, T // max(1, b.records))
         key = {"method": method, "sparsity": s, "k": k, "params": params, "iterations": T, "seeds": seeds,
-               "every": every, "split": split, "communications": communications, "budget": b.name}
+               "every": every, "split": split, "communications": communications, "budget": b.name,
+               **({"driver": "run_rounds"} if rounds else {})}
         key = json.loads(json.dumps(_jsonable(key)))
         d = where
         if (d / "summary.json").is_file() and (d / "history.npz").is_file():
@@ -409,10 +433,12 @@ class _Pipeline:
                     hist = {n: h[n] for n in h.files}
                 self.say(f"  {method} {_pct(s) if s else 'dense'}: read back from {d}")
                 return hist, dict(old, read_back=True)
-        alg = make_algorithm(method, {n: np.full(len(seeds), v) for n, v in params.items()},
-                             None if k is None else k)
         t0 = time.perf_counter()
-        res = run(alg, problem, T, seed=seeds, split=split, every=every, progress=self.progress)
+        if rounds:
+            res = run_rounds(alg, problem, communications, seed=seeds, split=split, every=every,
+                             progress=self.progress)
+        else:
+            res = run(alg, problem, T, seed=seeds, split=split, every=every, progress=self.progress)
         seconds = time.perf_counter() - t0
         w = np.asarray(res.w, dtype=np.float64)
         hist = {n: np.asarray(v) for n, v in res.history.items()}
@@ -421,7 +447,9 @@ class _Pipeline:
         data_sum = problem.n_clients * (loss_full - 0.5 * problem.l2 * np.sum(w * w, axis=-1))
         summary = {
             "key": key, "status": res.status, "message": res.message, "seconds": seconds,
-            "records": int(len(hist["iteration"])), "iterations": T, "seeds": seeds, "k": k,
+            "records": int(len(hist["iteration"])), "seeds": seeds, "k": k,
+            "driver": "run_rounds" if rounds else "run",
+            "iterations": np.broadcast_to(hist["iteration"][-1], (len(seeds),)).astype(int).tolist(),
             "params": params, "algorithm": alg.config(),
             "metric": hist["metric"][-1].tolist(), "objective": loss_full.tolist(),
             "train_loss_sum": data_sum.tolist(), "communications": hist["communications"][-1].tolist(),
@@ -432,10 +460,17 @@ class _Pipeline:
         np.savez_compressed(d / "final_w.npz", w=w)
         _write_json(d / "config.json", res.config)
         _write_json(d / "summary.json", summary)
-        self.say(f"  {METHOD_LABELS.get(method, method)} {_pct(s) if s else 'dense'}: {len(seeds)} seeds x {T} "
-                 f"iterations in {seconds:.1f} s, {METRIC_LABEL[self.dataset]} "
+        self.say(f"  {METHOD_LABELS.get(method, method)} {_pct(s) if s else 'dense'}: {len(seeds)} seeds x "
+                 f"{max(summary['iterations'])} iterations ({summary['driver']}) in {seconds:.1f} s, "
+                 f"{METRIC_LABEL[self.dataset]} "
                  f"{np.mean(summary['metric']):.4f} ({res.status})")
         return hist, summary
+
+
+def _run_steps(summary) -> int:
+    """Local steps of a final run over its seeds (``iterations`` per seed, or one count for all)."""
+    its = summary["iterations"]
+    return int(sum(its)) if isinstance(its, list) else int(its) * len(summary["seeds"])
 
 
 def _curves(pipe, s) -> dict:
@@ -629,7 +664,7 @@ def _appendix_d(pipe, tune_problem, final_problem, key) -> dict:
         d = pipe.out / "runs" / m / _skey(s) if base[m] == m else where / m
         hist, summ = pipe.final_run(m, s, params, final_problem, d, pipe.budget.communications)
         if not summ.get("read_back"):
-            pipe.run_steps["appendix_d"] += summ["iterations"] * len(summ["seeds"])
+            pipe.run_steps["appendix_d"] += _run_steps(summ)
         hists[METHOD_LABELS[m]] = hist
         last = {k: mean_se(np.asarray(hist[k])[-1]) for k in ("metric", "sum_h_norm", "mean_h_norm", "w_norm", "loss")}
         loss_curve = np.asarray(hist["loss"]).mean(axis=1)
@@ -836,7 +871,7 @@ def reproduce(
             params = pipe.params_for(m, s, final_problem)
             hist, summ = pipe.final_run(m, s, params, final_problem, out / "runs" / m / _skey(s), b.communications)
             if not summ.get("read_back"):
-                pipe.run_steps["final"] += summ["iterations"] * len(summ["seeds"])
+                pipe.run_steps["final"] += _run_steps(summ)
             pipe.results[m][s] = {"history": hist, "summary": summ}
     pipe.timings["final_runs"] = time.perf_counter() - t0
     _write_json(out / "tuned.json", {m: {str(s): e for s, e in v.items()} for m, v in pipe.tuned.items()})

@@ -26,19 +26,33 @@ def _cache_chunks(X: np.ndarray) -> list:
     return [slice(i, i + step) for i in range(0, X.shape[0], step)]
 
 
-def _psi(lam, gamma, k):
+def _psi(lam, gamma, k, logs=None):
     """``(1 - (1 - gamma lam)^k) / lam`` (``k gamma`` where ``lam = 0``), broadcast to (..., R).
 
     ``lam`` has shape (..., 1), ``gamma`` and ``k`` shape (R,). Uses ``expm1``/``log1p``
-    where ``0 < gamma lam < 1`` to avoid cancellation for small ``gamma lam``.
+    where ``0 < gamma lam < 1/2`` to avoid cancellation for small ``gamma lam``. ``logs``
+    is ``_psi_logs(lam, gamma)``, which does not depend on ``k`` (reused across calls).
     """
     lam = np.asarray(lam, dtype=np.float64)
-    x = gamma * lam  # (..., R)
+    x, log_base, stable, all_stable, all_positive = _psi_logs(lam, gamma) if logs is None else logs
     with np.errstate(divide="ignore", invalid="ignore"):
-        stable = -np.expm1(k * np.log1p(-np.minimum(x, 0.5))) / lam
-        direct = (1.0 - np.power(1.0 - x, k)) / lam
-    out = np.where(x < 0.5, stable, direct)
-    return np.where(lam == 0, k * gamma * np.ones_like(x), out)
+        out = np.multiply(k, log_base)
+        np.expm1(out, out=out)
+        np.divide(out, lam, out=out)
+        np.negative(out, out=out)
+        if not all_stable:
+            out = np.where(stable, out, (1.0 - np.power(1.0 - x, k)) / lam)
+    return out if all_positive else np.where(lam == 0, k * gamma * np.ones_like(x), out)
+
+
+def _psi_logs(lam, gamma):
+    """What :func:`_psi` needs that does not depend on ``k``: ``gamma lam``,
+    ``log1p(-min(gamma lam, 1/2))``, the mask ``gamma lam < 1/2``, whether it is all true
+    and whether every ``lam > 0``."""
+    lam = np.asarray(lam, dtype=np.float64)
+    x = gamma * lam
+    stable = x < 0.5
+    return x, np.log1p(-np.minimum(x, 0.5)), stable, bool(stable.all()), bool(np.all(lam > 0))
 
 
 class Ridge(FederatedProblem):
@@ -221,22 +235,33 @@ class Ridge(FederatedProblem):
         return isinstance(W, np.ndarray) and W.dtype in (np.float32, np.float64)
 
     def _spectral(self, dtype) -> dict:
-        """Per-block eigenbases of ``A_i^T A_i``: ``V`` (n, d, r), eigenvalues ``s2`` and ``V^T c``."""
+        """Per-block eigenbases of ``A_i^T A_i``: ``V`` (n, d, r) and ``V^T`` (both contiguous),
+        eigenvalues ``s2`` and ``V^T c``; blocks are contiguous slices of the clients in ``order``.
+
+        One block for the Gram clients and one per row bucket (not cut into
+        cache chunks: there are few products per call, and their overhead
+        dominated with one block per chunk).
+        """
         key = ("spectral", np.dtype(dtype).str)
         if key not in self._host_cache:
             lay = self._host_layout(False, np.float64)
+            raw = self._layouts["single"]
             blocks = []
             if lay["gram_clients"].size:
                 s2, V = np.linalg.eigh(lay["G"])
                 blocks.append((lay["gram_clients"], V, np.maximum(s2, 0.0), lay["c"]))
-            for sl, X, y in lay["buckets"]:
-                _, s, Vt = np.linalg.svd(X, full_matrices=False)
-                blocks.append((lay["order"][sl], np.swapaxes(Vt, 1, 2), s**2, np.matmul(np.swapaxes(X, 1, 2), y)))
+            for bk in raw["buckets"]:
+                X, y = bk.X.astype(np.float64), bk.y.astype(np.float64)[..., None]
+                _, sv, Vt = np.linalg.svd(X, full_matrices=False)
+                blocks.append((bk.clients, np.swapaxes(Vt, 1, 2), sv**2, np.matmul(np.swapaxes(X, 1, 2), y)))
             cast = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
             sizes = [s2.size for _, _, s2, _ in blocks]
+            bounds = np.cumsum([0] + [idx.size for idx, _, _, _ in blocks])
             self._host_cache[key] = {
-                "blocks": [(idx, cast(V), cast(s2[..., None]), cast(np.matmul(np.swapaxes(V, 1, 2), c)))
-                           for idx, V, s2, c in blocks],
+                "blocks": [(slice(int(lo), int(hi)), cast(V), cast(np.swapaxes(V, 1, 2)), cast(s2[..., None]),
+                            cast(np.matmul(np.swapaxes(V, 1, 2), c)))
+                           for (_, V, s2, c), lo, hi in zip(blocks, bounds[:-1], bounds[1:])],
+                "order": np.concatenate([idx for idx, _, _, _ in blocks]),
                 "s2": np.concatenate([s2.ravel() for _, _, s2, _ in blocks]),
                 "offsets": np.concatenate([[0], np.cumsum(sizes)]),
             }
@@ -267,16 +292,19 @@ class Ridge(FederatedProblem):
             raise ValueError(f"k must be a non-negative integer, got {k!r}")
         half = self.alpha / 2
         psi_half = _psi(np.full(1, half), gam, ks)  # (1, R)
-        Wt = np.moveaxis(W.reshape(R, N, d), 0, -1)
-        Ht = np.moveaxis(H.reshape(R, N, d), 0, -1)
-        # off the clients' row spaces H_i acts as (alpha/2) I
-        out = Wt - psi_half * (half * Wt - Ht)
         spec = self._spectral(W.dtype)
-        psi_all = (_psi(spec["s2"][:, None] + half, gam, ks) - psi_half).astype(W.dtype, copy=False)
+        order = spec["order"]
+        Wt = np.moveaxis(W.reshape(R, N, d), 0, -1)[order]  # (N, d, R), clients in block order
+        Ht = np.moveaxis(H.reshape(R, N, d), 0, -1)[order]
+        logs_key = ("psi_logs", gam.tobytes())  # stepsizes stay fixed over a run: keep the last ones
+        if spec.get("logs_key") != logs_key:
+            spec["logs"], spec["logs_key"] = _psi_logs(spec["s2"][:, None] + half, gam), logs_key
+        psi_all = (_psi(spec["s2"][:, None] + half, gam, ks, spec["logs"]) - psi_half).astype(W.dtype, copy=False)
         psi_half = psi_half.astype(W.dtype, copy=False)
-        for (idx, V, s2, e), lo, hi in zip(spec["blocks"], spec["offsets"][:-1], spec["offsets"][1:]):
-            Vt = np.swapaxes(V, 1, 2)
-            w0, h = Wt[idx], Ht[idx]
+        keep = (1 - half * psi_half).astype(W.dtype, copy=False)
+        out = np.empty((N,) + Wt.shape[1:], dtype=W.dtype)
+        for (sl, V, Vt, s2, e), lo, hi in zip(spec["blocks"], spec["offsets"][:-1], spec["offsets"][1:]):
+            w0, h = Wt[sl], Ht[sl]
             if R >= 4:  # one GEMM; for few runs two skinny products are faster than one with 2R columns
                 zq = np.matmul(Vt, np.concatenate([w0, h], axis=-1))
                 z, q = zq[..., :R], zq[..., R:]
@@ -284,8 +312,13 @@ class Ridge(FederatedProblem):
                 z, q = np.matmul(Vt, w0), np.matmul(Vt, h)
             v_basis = (s2 + half) * z - e - q
             coef = psi_half * (s2 * z - e) + psi_all[lo:hi].reshape(s2.shape[:2] + (R,)) * v_basis
-            out[idx] -= np.matmul(V, coef)
-        return np.moveaxis(out, -1, 0).reshape(W.shape).astype(W.dtype, copy=False)
+            # off the clients' row spaces H_i acts as (alpha/2) I: w0 - psi_half ((alpha/2) w0 - h) there
+            block = np.multiply(w0, keep, out=out[sl])
+            block += psi_half * h
+            block -= np.matmul(V, coef)
+        result = np.empty_like(out)
+        result[order] = out
+        return np.moveaxis(result, -1, 0).reshape(W.shape).astype(W.dtype, copy=False)
 
     def _singular_extremes(self):
         d = self.dim
