@@ -170,6 +170,20 @@ def main(argv=None):
         t = best_of(lambda: algR.step(stR, problem, False), 5 if R > 1 else 9)
         rows.append(row(f"W1 batched R={R} {np.dtype(dtype).name}, per run-step", t_naive, t / R))
 
+    # BLAS threads: one against all cores, same step, same run
+    cores = os.cpu_count() or 1
+    if cores > 1:
+        for R in (1, 64):
+            algR = A.sparse_proxskip(np.full(R, gamma), p, k) if R > 1 else alg
+            stR = state if R == 1 else algR.init(problem, np.zeros((R, d))).replace(
+                w=np.broadcast_to(W, (R, N, d)).copy(), h=np.zeros((R, N, d)))
+            timed = {}
+            for n in (1, cores):
+                with proxfed.blas_threads(n):
+                    timed[n] = best_of(lambda: algR.step(stR, problem, False), 5)
+            rows.append(row(f"W1 local step R={R}: {cores} BLAS threads vs 1", timed[1], timed[cores],
+                            baseline="1 BLAS thread", note="ratio > 1: the threads help"))
+
     # communication + TopK vs a local step
     V = alg.step(state, problem, False).w
     t_comm_naive = best_of(lambda: naive.communicate(V, H, gamma, p, k), 5)

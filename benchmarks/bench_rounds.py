@@ -14,13 +14,19 @@ shape when ../shared/data is absent):
 
 Usage::
 
-    python benchmarks/bench_rounds.py [--communications 30] [--json out.json]
+    python benchmarks/bench_rounds.py [--communications 30] [--json out.json] [--profile]
+
+``--profile`` also prints where the time of one Table-1 batch goes (cProfile, the functions with
+the most own time): Sparse-ProxSkip by rounds and Sparse-ProxSkip-Local by iterations.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
+import pstats
 import os
 import platform
 import time
@@ -46,6 +52,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--communications", type=int, default=30)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--profile", action="store_true", help="print a profile of one Table-1 batch per driver")
     args = ap.parse_args(argv)
     C = args.communications
     ds, what = blogfeedback_shape()
@@ -107,10 +114,32 @@ def main(argv=None) -> int:
     total = sum(r.get("extrapolated_1e4_s", 0.0) for r in rows)
     print(f"\nTable-1 workload (7 methods x 3 sparsities x 5 seeds x 10^4 communications), extrapolated: "
           f"{total / 60:.1f} min")
+    if args.profile:
+        profile_batches(prob, g, ks, seeds, p, C)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"data": what, "communications": C, "rows": rows, "table1_minutes": total / 60}, f, indent=1)
     return 0
+
+
+def profile_batches(prob, g, ks, seeds, p, C, top=10):
+    """Own time per function for one Table-1 batch: SPS by rounds, SPS-Local by iterations."""
+    R = len(seeds)
+    for label, fn in [
+        (f"Sparse-ProxSkip, run_rounds, {C} communications",
+         lambda: proxfed.run_rounds(A.sparse_proxskip(np.full(R, g), np.full(R, p), ks), prob, C, seed=seeds, every=C)),
+        (f"Sparse-ProxSkip-Local, run, {int(round(C / p))} iterations",
+         lambda: proxfed.run(A.sparse_proxskip_local(np.full(R, g), np.full(R, p), ks), prob, int(round(C / p)),
+                             seed=seeds, every=int(round(C / p)))),
+    ]:
+        prof = cProfile.Profile()
+        prof.enable()
+        fn()
+        prof.disable()
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+        print(f"\nprofile: {label}")
+        print("\n".join(line for line in out.getvalue().splitlines() if line.strip())[:4000])
 
 
 if __name__ == "__main__":

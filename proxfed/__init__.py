@@ -13,6 +13,7 @@ from .comm import CommModel
 from .data import FederatedDataset, Split
 from .round_runner import run_rounds
 from .runner import RunResult, load_state, run
+from .threads import blas_threads
 
 __all__ = [
     "FederatedDataset",
@@ -23,6 +24,7 @@ __all__ = [
     "run",
     "run_rounds",
     "load_state",
+    "blas_threads",
     "algorithms",
     "comm",
     "metrics",

@@ -18,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``proxfed`` argument parser."""
     parser = argparse.ArgumentParser(prog="proxfed", description="Sparse federated optimization toolkit.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS/OpenMP threads for the command (default: the libraries' own setting)")
     sub = parser.add_subparsers(dest="command")
     demo = sub.add_parser("demo", help="run every Algorithm-1 variant and FedHT/FedIHT on the synthetic default")
     demo.add_argument("--out", default="proxfed-results/demo", help="results directory (default: %(default)s)")
@@ -85,6 +87,15 @@ def main(argv=None) -> int:
     """Entry point; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    from .threads import blas_threads
+
+    with blas_threads(args.threads):
+        return _main(parser, args)
+
+
+def _main(parser, args) -> int:
     if args.version:
         from . import __version__
 

@@ -51,6 +51,24 @@ def test_local_steps_per_run_gamma_and_k(problem):
         np.testing.assert_allclose(got[r], explicit_steps(problem, W[r], H[r], gammas[r], ks[r]), rtol=1e-12, atol=1e-12)
 
 
+def test_local_steps_batched_reuses_and_refreshes_cached_logs():
+    """R >= 4 (one GEMM per block), many row buckets, and the k-free logs cached per stepsize vector:
+    a second call with other k reuses them, a call with other stepsizes must not."""
+    prob = Ridge(make_sparse_regression(n_clients=30, n_features=16, n_informative=4, mean_client_size=14.0,
+                                        seed=5), alpha=0.5)
+    rng = np.random.default_rng(3)
+    L = prob.smoothness().max()
+    W = rng.standard_normal((5, prob.n_clients, prob.dim))
+    H = rng.standard_normal(W.shape)
+    for gammas, ks in [(np.array([1.0, 0.2, 1.8, 0.7, 1.2]) / L, np.array([3, 0, 11, 1, 25])),
+                       (np.array([1.0, 0.2, 1.8, 0.7, 1.2]) / L, np.array([8, 2, 0, 30, 4])),
+                       (np.array([0.4, 1.9, 0.05, 1.0, 0.6]) / L, np.array([8, 2, 0, 30, 4]))]:
+        got = prob.local_steps(W, H, gammas, ks)
+        for r in range(5):
+            np.testing.assert_allclose(got[r], explicit_steps(prob, W[r], H[r], gammas[r], ks[r]),
+                                       rtol=1e-11, atol=1e-11 * max(1.0, np.abs(got[r]).max()))
+
+
 def test_local_steps_float32_and_alpha_zero(problem):
     rng = np.random.default_rng(1)
     W = rng.standard_normal((problem.n_clients, problem.dim))

@@ -75,6 +75,7 @@ from .. import __version__
 from ..round_runner import run_rounds, supports_rounds
 from ..runner import run
 from ..theory import proxskip_parameters
+from ..threads import blas_info
 from ..tune import holdout_split, horizon, make_algorithm, tune_method
 from .demo import sparsity_to_k
 from .plots import have_matplotlib, plot_appendix_d, plot_paper_figure
@@ -182,8 +183,9 @@ class Budget:
 
 #: ``BUDGETS[dataset][name]``. ``paper`` follows the protocol (BlogFeedback: 10^4 communications;
 #: FEMNIST: the paper gives no horizon, 10^3 is our decision); ``smoke`` checks the pipeline in
-#: minutes and its numbers are not a reproduction; ``quick`` (BlogFeedback: about an hour on 2 cores, p >= 0.1, 3
-#: seeds) and ``small`` are middle grounds.
+#: minutes and its numbers are not a reproduction; ``quick`` (BlogFeedback: about 25 minutes on 2 cores, p >= 0.1,
+#: 3 seeds) and ``small`` (BlogFeedback: 500 communications, 5 seeds, p >= 0.08, about 1.5 hours on 2 cores) are
+#: middle grounds.
 BUDGETS = {
     "blogfeedback": {
         "smoke": Budget("smoke", communications=20, seeds=3, tune_communications=10, n_stage1=4, n_stage2=2,
@@ -193,7 +195,8 @@ BUDGETS = {
                         p_range=(0.1, 1.0), records=60, tune_records=10, tune_sparsities=(0.9,),
                         extra_thresholds=(0.10, 0.125, 0.15), driver="run"),
         "small": Budget("small", communications=500, seeds=5, tune_communications=100, n_stage1=12, n_stage2=6,
-                        p_range=(0.03, 1.0), records=200, tune_records=50),
+                        p_range=(0.08, 1.0), records=100, tune_records=20, tune_sparsities=(0.9,),
+                        extra_thresholds=(0.10, 0.125, 0.15, 0.175)),
         "paper": Budget("paper", communications=10_000, seeds=5, tune_communications=1000, n_stage1=24,
                         n_stage2=12, p_range=(0.02, 1.0), records=1000, tune_records=100),
     },
@@ -260,7 +263,8 @@ def _data_folder(data_dir, name: str) -> Path:
 def _machine() -> dict:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "python": sys.version.split()[0], "numpy": np.__version__,
-            "proxfed": __version__}
+            "proxfed": __version__,
+            "blas": [{k: lib[k] for k in ("internal_api", "num_threads", "version")} for lib in blas_info()]}
 
 
 def _theory_fallback(method: str, problem, p_range) -> dict:
