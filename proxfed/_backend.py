@@ -186,9 +186,30 @@ def top_scores_mask(a, k):
         thr = xp.take_along_axis(s, d - kk, axis=-1)
     greater = a > thr
     equal = a == thr
+    if isinstance(a, np.ndarray):
+        return _resolve_ties_numpy(greater, equal, kk)
     n_greater = xp.sum(xp.astype(greater, index_dtype(xp, device_of(x))), axis=-1, keepdims=True)
     rank = xp.cumulative_sum(xp.astype(equal, index_dtype(xp, device_of(x))), axis=-1)
     return greater | (equal & (rank <= kk - n_greater))
+
+
+def _resolve_ties_numpy(greater, equal, kk):
+    """``greater``, plus the lowest-index ``kk - #greater`` entries of ``equal``, per row.
+
+    Rows with no more ties at the threshold than free slots (the usual case) take all their ties
+    without a running count; only the others pay for a cumulative sum.
+    """
+    d = greater.shape[-1]
+    n_greater = np.count_nonzero(greater, axis=-1)
+    slots = np.broadcast_to(np.asarray(kk)[..., 0] if np.ndim(kk) else kk, n_greater.shape) - n_greater
+    excess = np.count_nonzero(equal, axis=-1) > slots
+    mask = greater | equal
+    if excess.any():
+        rows = np.flatnonzero(excess)
+        flat_eq, flat_mask = equal.reshape(-1, d)[rows], mask.reshape(-1, d)
+        rank = np.cumsum(flat_eq, axis=-1)
+        flat_mask[rows] = greater.reshape(-1, d)[rows] | (flat_eq & (rank <= slots.reshape(-1)[rows, None]))
+    return mask
 
 
 def topk(x, k):
