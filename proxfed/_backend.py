@@ -203,7 +203,7 @@ def _resolve_ties_numpy(greater, equal, kk):
     n_greater = np.count_nonzero(greater, axis=-1)
     slots = np.broadcast_to(np.asarray(kk)[..., 0] if np.ndim(kk) else kk, n_greater.shape) - n_greater
     excess = np.count_nonzero(equal, axis=-1) > slots
-    mask = greater | equal
+    mask = np.logical_or(greater, equal, order="C")  # C order: the row fix below writes through a reshape view
     if excess.any():
         rows = np.flatnonzero(excess)
         flat_eq, flat_mask = equal.reshape(-1, d)[rows], mask.reshape(-1, d)

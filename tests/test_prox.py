@@ -354,3 +354,24 @@ def test_k_larger_than_d():
 def test_bad_lam(lam):
     with pytest.raises(ValueError, match="lam"):
         L1(lam)
+
+
+@pytest.mark.parametrize("k", [2, np.array([[1, 3], [4, 1], [5, 2]])])
+def test_topk_ties_on_non_contiguous_input(k):
+    """Rows with more ties than free slots keep exactly k entries also for arrays in a permuted memory
+    layout: runs as the fastest axis, as ``Ridge.local_steps`` returns them."""
+    from proxfed import _backend as B
+
+    base = np.ones((2, 6, 3))  # (clients, d, runs), every entry tied but one
+    base[0, 1, 0] = 2.0
+    x = np.moveaxis(base, -1, 0)  # shape (3, 2, 6), runs fastest in memory
+    assert not x.flags.c_contiguous
+    mask = B.topk_mask(x, k)
+    kk = np.broadcast_to(k, (3, 2))
+    np.testing.assert_array_equal(mask.sum(axis=-1), kk)
+    expected = np.zeros_like(mask)
+    for i in range(3):
+        for j in range(2):
+            order = np.lexsort((np.arange(6), -np.abs(x[i, j])))
+            expected[i, j, order[: kk[i, j]]] = True
+    np.testing.assert_array_equal(mask, expected)

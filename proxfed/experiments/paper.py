@@ -137,7 +137,8 @@ class Budget:
     tune_sparsities : tuple of float or None
         Sparsities that are tuned (None: all); the others reuse the nearest.
     max_iterations : int or None
-        Cap on the local steps of any run.
+        Cap on the local steps of any run by :func:`proxfed.run` (runs by
+        :func:`proxfed.run_rounds` make exactly the horizon's communications).
     alpha_grid : tuple of float or None
         FEMNIST: values of ``alpha`` compared on the hold-out (None: ``1/n``).
     alpha_iterations : int

@@ -296,7 +296,7 @@ class Ridge(FederatedProblem):
         order = spec["order"]
         Wt = np.moveaxis(W.reshape(R, N, d), 0, -1)[order]  # (N, d, R), clients in block order
         Ht = np.moveaxis(H.reshape(R, N, d), 0, -1)[order]
-        logs_key = ("psi_logs", gam.tobytes())  # stepsizes stay fixed over a run: keep the last ones
+        logs_key = ("psi_logs", half, gam.tobytes())  # stepsizes stay fixed over a run: keep the last ones
         if spec.get("logs_key") != logs_key:
             spec["logs"], spec["logs_key"] = _psi_logs(spec["s2"][:, None] + half, gam), logs_key
         psi_all = (_psi(spec["s2"][:, None] + half, gam, ks, spec["logs"]) - psi_half).astype(W.dtype, copy=False)
