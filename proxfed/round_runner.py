@@ -7,9 +7,9 @@ leave almost no such stretches. :func:`run_rounds` instead advances every
 run by one communication round per batch step: each run takes the
 ``k_r`` local steps up to and including its next coin at once
 (``problem.local_steps`` with a per-run ``k``) and then that iteration's
-communication (:meth:`Algorithm.finish_step`). The trajectory of every run is the one of :func:`proxfed.run`
-with the same coins, up to rounding; the runs end after the same number of
-communications, at different iterations.
+communication (:meth:`Algorithm.finish_step`). The trajectory of every run
+is the one of :func:`proxfed.run` with the same coins, up to rounding; the
+runs end after the same number of communications, at different iterations.
 """
 
 from __future__ import annotations

@@ -185,7 +185,7 @@ class Budget:
 #: ``BUDGETS[dataset][name]``. ``paper`` follows the protocol (BlogFeedback: 10^4 communications;
 #: FEMNIST: the paper gives no horizon, 10^3 is our decision); ``smoke`` checks the pipeline in
 #: minutes and its numbers are not a reproduction; ``quick`` (BlogFeedback: about 25 minutes on 2 cores, p >= 0.1,
-#: 3 seeds) and ``small`` (BlogFeedback: 500 communications, 5 seeds, p >= 0.08, about 1.5 hours on 2 cores) are
+#: 3 seeds) and ``small`` (BlogFeedback: 500 communications, 5 seeds, p >= 0.08, about an hour on one core) are
 #: middle grounds.
 BUDGETS = {
     "blogfeedback": {
