@@ -219,7 +219,8 @@ def topk(x, k):
     deterministic tie-break of :func:`topk_mask`.
     """
     xp = namespace(x)
-    return xp.where(topk_mask(x, k), x, xp.zeros_like(x))
+    zero = xp.zeros((), dtype=x.dtype, device=device_of(x))  # broadcast: no (..., d) buffer of zeros
+    return xp.where(topk_mask(x, k), x, zero)
 
 
 def soft_threshold(x, tau):

@@ -21,6 +21,7 @@ array([[2., 4.],
 
 from __future__ import annotations
 
+import copy
 import numbers
 from fractions import Fraction
 from typing import Any
@@ -75,6 +76,13 @@ def per_run(param: Any, x: Any, lead: int = 1):
     return B.from_numpy(a.reshape(a.shape + (1,) * (x.ndim - lead)), like=x)
 
 
+def _with(op, **params):
+    """A shallow copy of ``op`` with some attributes replaced (keeps subclasses intact)."""
+    out = copy.copy(op)
+    vars(out).update(params)
+    return out
+
+
 def _check_step(step) -> None:
     a = B.to_numpy(step)
     if a.size == 0 or not np.all(np.isfinite(a)) or np.any(a <= 0):
@@ -91,6 +99,13 @@ class ProxOperator:
     def value(self, x):  # pragma: no cover - abstract
         """Return the function value at ``x`` (``inf`` outside the domain)."""
         raise NotImplementedError
+
+    def take_runs(self, runs) -> "ProxOperator":
+        """The same operator restricted to the batched runs ``runs`` (integer indices).
+
+        Operators without per-run parameters return themselves.
+        """
+        return self
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -130,6 +145,10 @@ class L1(ProxOperator):
         """``sign(x) * max(|x| - step * lam, 0)`` elementwise."""
         _check_step(step)
         return B.soft_threshold(x, per_run(step, x) * per_run(self.lam, x))
+
+    def take_runs(self, runs) -> "L1":
+        """``L1(lam[runs])`` for a per-run ``lam`` (``self`` for a scalar one)."""
+        return self if isinstance(self.lam, float) else _with(self, lam=self.lam[np.asarray(runs)])
 
     def value(self, x):
         """``lam * sum |x|`` (summed over all rows; per run when lam is an array)."""
@@ -178,6 +197,10 @@ class TopK(ProxOperator):
         if x.ndim < 2 or x.shape[0] != self.k.shape[0]:
             raise ValueError(f"per-run k of shape {self.k.shape} needs x of shape (R, ..., d), got {tuple(x.shape)}")
         return self.k.reshape(self.k.shape + (1,) * (x.ndim - 2))
+
+    def take_runs(self, runs) -> "TopK":
+        """``TopK(k[runs])`` for a per-run ``k`` (``self`` for a scalar one)."""
+        return self if isinstance(self.k, int) else _with(self, k=self.k[np.asarray(runs)])
 
     def prox(self, x, step=1.0):
         """Keep the ``k`` largest-magnitude entries of each row of ``x``."""

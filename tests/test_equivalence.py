@@ -388,6 +388,11 @@ def compare_batched(batched, singles, prob, w0s, coins):
             np.testing.assert_array_equal(sb.bits_up[r], s.bits_up, err_msg=msg)
             np.testing.assert_array_equal(sb.bits_down[r], s.bits_down, err_msg=msg)
             assert sb.communications[r] == s.communications, msg
+            # each run's most recent upload, as its single run keeps it (zeros before its first)
+            if s.uplink is not None:
+                assert_close(sb.uplink[r], B_np(s.uplink), scale, err_msg=msg)
+            elif sb.uplink is not None:
+                np.testing.assert_array_equal(B_np(sb.uplink[r]), 0, err_msg=msg)
     out = batched.output(sb)
     for r, (a, s) in enumerate(zip(singles, ss)):
         assert_close(out[r], a.output(s), np.max(np.abs(B_np(s.w))))

@@ -375,3 +375,28 @@ def test_topk_ties_on_non_contiguous_input(k):
             order = np.lexsort((np.arange(6), -np.abs(x[i, j])))
             expected[i, j, order[: kk[i, j]]] = True
     np.testing.assert_array_equal(mask, expected)
+
+
+def test_take_runs_restricts_per_run_parameters():
+    """``take_runs`` gives the operator of the chosen runs; scalar parameters return the operator itself."""
+    x = np.random.default_rng(0).normal(size=(4, 3, 12))
+    runs = np.array([0, 2, 3])
+    top = TopK(np.array([1, 5, 2, 7]))
+    np.testing.assert_array_equal(top.take_runs(runs).prox(x[runs]), top.prox(x)[runs])
+    lam = L1(np.array([0.1, 0.5, 1.0, 2.0]))
+    np.testing.assert_array_equal(lam.take_runs(runs).prox(x[runs], 0.5), lam.prox(x, 0.5)[runs])
+    assert TopK(3).take_runs(runs) is not None and TopK(3).take_runs(runs).k == 3
+    assert L1(0.2).take_runs(runs).lam == 0.2
+    assert list(top.k) == [1, 5, 2, 7]  # the original is unchanged
+
+
+def test_merge_runs_keeps_unselected_rows_and_reads_none_as_zeros():
+    from proxfed.algorithms.base import merge_runs
+
+    old = np.arange(4 * 2 * 3, dtype=float).reshape(4, 2, 3)
+    mask = np.array([False, True, False, True])
+    new = -np.ones((2, 2, 3))
+    out = merge_runs(mask, new, old)
+    np.testing.assert_array_equal(out[mask], new)
+    np.testing.assert_array_equal(out[~mask], old[~mask])
+    np.testing.assert_array_equal(merge_runs(mask, new, None)[~mask], 0.0)

@@ -37,7 +37,9 @@ class State:
     upload_nnz : ndarray of int, shape (..., N)
         Non-zeros of each client's most recent upload (0 before the first).
     uplink : array or None
-        The most recent uploaded messages ``(..., N, d)`` (for inspection).
+        Each run's most recent uploaded messages ``(..., N, d)`` (for
+        inspection; zeros for a run that has not communicated yet, None
+        before any run has).
     extras : dict
         Rule-specific arrays (e.g. SCAFFOLD's control variates).
     """
@@ -262,19 +264,29 @@ class Algorithm:
         return out if runs is not None else out[0]
 
     # -- accounting ------------------------------------------------------------------
-    def _account(self, state: State, coin_mask: np.ndarray, sent_up, sent_down, d: int) -> dict:
+    def _account(self, state: State, coin_mask: np.ndarray, sent_up, sent_down, d: int, runs=None) -> dict:
         """Bit tallies after a communication where ``coin_mask`` (batch shape) is true.
 
         ``sent_up`` is a list of uploaded arrays (..., N, d); ``sent_down`` a
-        list of broadcast arrays (..., 1, d) or (..., N, d).
+        list of broadcast arrays (..., 1, d) or (..., N, d). With ``runs``
+        (the indices of the true entries of a 1-d ``coin_mask``), the sent
+        arrays hold only those runs.
         """
         mask = np.asarray(coin_mask, bool)[..., None]
-        counts_up = [B.to_numpy(B.nnz(m)).astype(np.int64) for m in sent_up]
+        shape = state.bits_up.shape
+
+        def counts(m):
+            c = B.to_numpy(B.nnz(m)).astype(np.int64)
+            if runs is None:
+                return c
+            full = np.zeros(shape[:1] + c.shape[1:], np.int64)
+            full[runs] = c
+            return full
+
+        counts_up = [counts(m) for m in sent_up]
         nnz_up = sum(counts_up)
         bits_up = sum(self.comm.bits(c, d) for c in counts_up)
-        bits_dn = sum(
-            np.broadcast_to(self.comm.bits(B.to_numpy(B.nnz(m)), d), state.bits_down.shape) for m in sent_down
-        )
+        bits_dn = sum(np.broadcast_to(self.comm.bits(counts(m), d), shape) for m in sent_down)
         return {
             "communications": state.communications + np.asarray(coin_mask, np.int64),
             "bits_up": state.bits_up + np.where(mask, bits_up, 0),
@@ -328,6 +340,63 @@ def select_runs(mask: np.ndarray, new, old):
     xp = B.namespace(old)
     m = B.from_numpy(np.array(mask).reshape(mask.shape + (1, 1)), like=old)
     return xp.where(m, new, old)
+
+
+def latest_upload(mask: np.ndarray, sent, previous):
+    """Each run's most recent upload: ``sent`` where ``mask`` (batch shape) is true, else
+    ``previous`` (zeros for runs that have not communicated yet)."""
+    if mask.all():
+        return sent
+    if previous is None:
+        xp = B.namespace(sent)
+        previous = xp.zeros(sent.shape, dtype=sent.dtype, device=B.device_of(sent))
+    return select_runs(mask, sent, previous)
+
+
+def comm_runs(mask: np.ndarray):
+    """Indices of the communicating runs when only some of a 1-d batch communicate, else None.
+
+    Rules then compute their communication branch for those runs only
+    (:func:`take_runs`, :func:`merge_runs`) instead of for all and
+    discarding the rest.
+    """
+    if mask.ndim != 1 or mask.all() or not mask.any():
+        return None
+    return np.flatnonzero(mask)
+
+
+def take_runs(x, runs):
+    """Runs ``runs`` of a batched array (R, ...) or of a per-run hyperparameter (scalars pass through)."""
+    if x is None or isinstance(x, numbers.Real) or np.ndim(x) == 0:
+        return x
+    if isinstance(x, np.ndarray):
+        return x[runs]
+    xp = B.namespace(x)
+    return xp.take(x, B.from_numpy(runs, like=x), axis=0)
+
+
+def merge_runs(mask: np.ndarray, new, old):
+    """Per-run merge: run ``r`` from ``new`` (which holds only the runs where ``mask`` is true, in
+    order) where ``mask[r]``, else from ``old`` (all R runs; None reads as zeros).
+
+    One pass that writes the result and reads only the rows it keeps (``select_runs`` on full
+    arrays reads both).
+    """
+    xp = B.namespace(new)
+    shape = tuple(new.shape[1:])
+    zero = None
+    parts, j = [], 0
+    for r, m in enumerate(np.asarray(mask, bool)):
+        if m:
+            parts.append(xp.broadcast_to(new[j, ...], shape))
+            j += 1
+        elif old is None:
+            if zero is None:
+                zero = xp.zeros(shape, dtype=new.dtype, device=B.device_of(new))
+            parts.append(zero)
+        else:
+            parts.append(xp.broadcast_to(old[r, ...], shape))
+    return xp.stack(parts)
 
 
 def hyper_like(value, x):

@@ -10,7 +10,17 @@ from __future__ import annotations
 from .. import _backend as B
 from ..comm import CommModel
 from ..prox import TopK
-from .base import Algorithm, State, check_count, check_positive, coin_array, gradient, hyper_like, select_runs
+from .base import (
+    Algorithm,
+    State,
+    check_count,
+    check_positive,
+    coin_array,
+    gradient,
+    hyper_like,
+    latest_upload,
+    select_runs,
+)
 
 __all__ = ["FedAvg", "FedHT", "Scaffold", "fedavg", "fedht", "fediht", "scaffold"]
 
@@ -99,7 +109,8 @@ class FedAvg(_FixedSchedule):
         if self.server_topk:
             x = self.topk.prox(x, 1.0)
         acc = self._account(state, mask, [V], [x], problem.dim)
-        return state.replace(w=select_runs(mask, xp.broadcast_to(x, W.shape), V), t=state.t + 1, uplink=V, **acc)
+        return state.replace(w=select_runs(mask, xp.broadcast_to(x, W.shape), V), t=state.t + 1,
+                             uplink=latest_upload(mask, V, state.uplink), **acc)
 
 
 class FedHT(FedAvg):
@@ -190,7 +201,7 @@ class Scaffold(_FixedSchedule):
             w=select_runs(mask, xp.broadcast_to(x, W.shape), V),
             h=c_i - c,
             t=state.t + 1,
-            uplink=dy,
+            uplink=latest_upload(mask, dy, state.uplink),
             extras={"c_client": c_i, "c_server": c, "x": x},
             **acc,
         )

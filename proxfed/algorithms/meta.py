@@ -26,7 +26,20 @@ import numpy as np
 from .. import _backend as B
 from ..comm import CommModel
 from ..prox import L1, ProxOperator, TopK
-from .base import Algorithm, State, check_positive, check_probability, coin_array, gradient, hyper_like, select_runs
+from .base import (
+    Algorithm,
+    State,
+    check_positive,
+    check_probability,
+    coin_array,
+    comm_runs,
+    gradient,
+    hyper_like,
+    latest_upload,
+    merge_runs,
+    select_runs,
+    take_runs,
+)
 
 __all__ = [
     "Algorithm1",
@@ -173,33 +186,40 @@ class Algorithm1(Algorithm):
         return self.finish_step(state, problem, coin, V)
 
     def finish_step(self, state: State, problem, coin, local) -> State:
-        """Lines 8-13 of an iteration whose lines 6-7 gave ``local`` (see :meth:`Algorithm.finish_step`)."""
+        """Lines 8-13 of an iteration whose lines 6-7 gave ``local`` (see :meth:`Algorithm.finish_step`).
+
+        When only some of a batch of runs communicate, lines 9-12 are computed for those runs only.
+        """
         xp = B.namespace(state.w)
         W, H, V = state.w, state.h, local
-        gamma = hyper_like(self.gamma, W)
         mask = coin_array(coin, state.batch_shape)
         if not mask.any():
             return state.replace(w=V, t=state.t + 1)                        # line 13
-        p = hyper_like(self.p, W)
+        runs = comm_runs(mask)
+        if runs is not None:
+            V, H = take_runs(V, runs), take_runs(H, runs)
+        uplink, server = (op if runs is None or op is None else op.take_runs(runs) for op in (self.uplink, self.server))
+        gamma = hyper_like(take_runs(self.gamma, runs) if runs is not None else self.gamma, V)
+        p = hyper_like(take_runs(self.p, runs) if runs is not None else self.p, V)
         step = gamma / p
-        U = V if self.uplink is None else self.uplink.prox(V, step)        # line 9
-        V_ref = U if (self.uplink is not None and not self.uplink_keep_dense) else V
+        U = V if uplink is None else uplink.prox(V, step)                  # line 9
+        V_ref = U if (uplink is not None and not self.uplink_keep_dense) else V
         w_bar = self.consensus.mean(U)                                      # line 10
         w_down = w_bar
-        if self.server is not None and self.server_order == "before_h":
-            w_down = self.server.prox(w_bar, step)                          # line 11
+        if server is not None and self.server_order == "before_h":
+            w_down = server.prox(w_bar, step)                               # line 11
         H_new = H + (p / gamma) * (w_down - V_ref)                          # line 12
-        if self.server is not None and self.server_order == "after_h":
-            w_down = self.server.prox(w_bar, step)                          # line 11'
-        W_new = xp.broadcast_to(w_down, W.shape)
-        acc = self._account(state, mask, [U], [w_down], problem.dim)
-        return state.replace(
-            w=select_runs(mask, W_new, V),
-            h=select_runs(mask, H_new, H),
-            t=state.t + 1,
-            uplink=U,
-            **acc,
-        )
+        if server is not None and self.server_order == "after_h":
+            w_down = server.prox(w_bar, step)                               # line 11'
+        W_new = xp.broadcast_to(w_down, V.shape)
+        acc = self._account(state, mask, [U], [w_down], problem.dim, runs=runs)
+        if runs is None:
+            merged = dict(w=select_runs(mask, W_new, local), h=select_runs(mask, H_new, state.h),
+                          uplink=latest_upload(mask, U, state.uplink))
+        else:
+            merged = dict(w=merge_runs(mask, W_new, local), h=merge_runs(mask, H_new, state.h),
+                          uplink=merge_runs(mask, U, state.uplink))
+        return state.replace(t=state.t + 1, **merged, **acc)
 
 
 def _topk(k):
