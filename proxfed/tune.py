@@ -49,6 +49,7 @@ __all__ = [
     "method_space",
     "make_algorithm",
     "horizon",
+    "horizon_groups",
     "tune_method",
     "holdout_split",
     "diverged_runs",
@@ -498,6 +499,37 @@ def horizon(params: dict, communications: int) -> int:
     return int(math.ceil(int(communications) / float(params["p"]) - 1e-9))
 
 
+def horizon_groups(configs, communications: int, max_iterations: int | None = None, *, round_based=False,
+                   ratio: float = 2.0) -> list:
+    """Split a batch of configurations into sub-batches of similar horizons (lists of indices).
+
+    A batched :func:`proxfed.run` steps every run to the largest horizon, so a
+    batch whose horizons range over 10x spends most of its steps past the
+    shorter ones. Sorted by horizon, a new group starts where a horizon
+    exceeds ``ratio`` times the group's smallest; the steps past a run's
+    horizon are then under ``ratio - 1`` times its own. Every run keeps its
+    coin stream, so the scores do not depend on the grouping (beyond
+    rounding). Round-based batches (:func:`proxfed.run_rounds`, each run to
+    its own end) stay one group.
+
+    >>> horizon_groups([{"p": 1.0}, {"p": 0.1}, {"p": 0.6}, {"p": 0.12}], 10)
+    [[0, 2], [3, 1]]
+    """
+    if round_based or not configs:
+        return [list(range(len(configs)))]
+    hz = np.array([horizon(c, communications) for c in configs])
+    if max_iterations is not None:
+        hz = np.minimum(hz, int(max_iterations))
+    order = np.argsort(hz, kind="stable")
+    groups, start = [], None
+    for i in order:
+        if start is None or hz[i] > ratio * start:
+            groups.append([])
+            start = hz[i]
+        groups[-1].append(int(i))
+    return groups
+
+
 def diverged_runs(result, n_runs: int | None = None) -> np.ndarray:
     """Boolean mask of the runs of a (batched) :class:`~proxfed.RunResult` that diverged.
 
@@ -535,8 +567,8 @@ def tune_method(
 
     Protocol, exactly: :func:`random_search` over ``space`` (default
     :func:`method_space` with ``space_kwargs``), one search per K (group
-    ``str(K)``). Each stage is **one** batched run of all (K, configuration)
-    pairs (``R`` runs, hyperparameters as ``(R,)`` arrays): every run starts
+    ``str(K)``). Each stage runs all (K, configuration) pairs batched
+    (``R`` runs, hyperparameters as ``(R,)`` arrays): every run starts
     from the problem's default initial point for ``seed`` (the same for all
     runs) and uses the coin stream ``(seed, 0)`` (common random numbers).
     The batch is run by one of two drivers (``driver``):
@@ -548,8 +580,9 @@ def tune_method(
     * :func:`proxfed.run` (``"run"``; ``"auto"`` otherwise): run ``r`` is
       scored after ``horizon(params_r, communications)`` local steps (the
       *expected* number for random coins, capped at ``max_iterations``), at
-      the last history record not past its horizon; the batch runs to the
-      largest horizon with about ``records`` records per run.
+      the last history record not past its horizon. A stage's runs are
+      split into sub-batches of similar horizons (:func:`horizon_groups`);
+      each runs to its largest horizon with about ``records`` records.
 
     A run the driver froze because it diverged scores ``None`` with status
     ``"diverged"``.
@@ -610,13 +643,11 @@ def tune_method(
     info: dict = {"runs": []}
     say = echo or (lambda *_: None)
 
-    def evaluate(batch):
+    def run_batch(configs, k):
         import time
 
-        configs = [c for _, c in batch]
         R = len(configs)
         params = {name: np.array([c[name] for c in configs]) for name in space.names}
-        k = None if ks == [None] else np.array([by_group[g] for g, _ in batch], dtype=np.int64)
         alg = make_algorithm(method, params, k)
         t0 = time.perf_counter()
         if driver == "run_rounds" or (driver == "auto" and round_runner.supports_rounds(alg, problem)):
@@ -644,6 +675,25 @@ def tune_method(
         say(f"    {R} runs, up to {T} iterations ({used}) in {seconds:.1f} s ({res.status})")
         bad = diverged_runs(res, R)
         return [(None, "diverged") if bad[r] else float(metric[r]) for r in range(R)]
+
+    def evaluate(batch):
+        configs = [c for _, c in batch]
+        k = None if ks == [None] else np.array([by_group[g] for g, _ in batch], dtype=np.int64)
+        scores = [None] * len(configs)
+        for idx in horizon_groups(configs, communications, max_iterations, round_based=_rounds_used(configs)):
+            out = run_batch([configs[i] for i in idx], None if k is None else k[idx])
+            for i, v in zip(idx, out):
+                scores[i] = v
+        return scores
+
+    def _rounds_used(configs):
+        if driver == "run":
+            return False
+        if driver == "run_rounds":
+            return True
+        params = {name: np.array([c[name] for c in configs[:1]]) for name in space.names}
+        k = None if ks == [None] else np.array([next(iter(by_group.values()))], dtype=np.int64)
+        return round_runner.supports_rounds(make_algorithm(method, params, k), problem)
 
     result = random_search(
         evaluate, space, n_stage1=n_stage1, n_stage2=n_stage2, narrow=narrow, groups=list(by_group), seed=seed,
