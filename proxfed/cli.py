@@ -39,8 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--data-dir", required=True,
                      help="the dataset folder, or a folder containing blogfeedback/ or femnist/")
     rep.add_argument("--budget", choices=("smoke", "quick", "small", "paper"), default="smoke",
-                     help="smoke: minutes, checks the pipeline (not a reproduction); quick (BlogFeedback): about "
-                          "an hour on 2 cores; paper: the protocol (default: %(default)s)")
+                     help="smoke: minutes, checks the pipeline (not a reproduction); quick (BlogFeedback only): "
+                          "300 communications, about 25 minutes; small: BlogFeedback 500 communications (about an "
+                          "hour), FEMNIST 30 (hours on one core); paper: the protocol (default: %(default)s)")
     rep.add_argument("--out", default=None, help="results directory (default: proxfed-results/<dataset>-<budget>)")
     rep.add_argument("--methods", nargs="+", default=None, help="subset of the methods")
     rep.add_argument("--seed", type=int, default=0, help="seed of the tuning; final runs use seed+1.. (default: 0)")

@@ -427,6 +427,27 @@ def test_femnist_smoke_end_to_end(shared_data, tmp_path):
     run_info = json.loads((out / "run.json").read_text())
     assert run_info["data"]["n_clients"] == 100 and run_info["data"]["n_validation"] > 0
     assert run_info["alpha"]["alpha"] == pytest.approx(1 / run_info["data"]["n_train"])
+    ref = json.loads((out / "diagnostics" / "dense_reference.json").read_text())
+    ks = [sparsity_to_k(run_info["data"]["dim"], s) for s in run_info["sparsities"]]
+    assert [r["k"] for r in ref["rows"]] == [None] + ks
+    rows = parse_markdown_tables((out / "diagnostics" / "dense_reference.md").read_text())[0][1]
+    assert len(rows) == 1 + len(ks)
+
+
+def test_softmax_dense_reference_is_the_dense_fit_and_its_topk():
+    from proxfed.data import make_fedprox_synthetic
+    from proxfed.experiments.paper import softmax_dense_reference
+    from proxfed.problems import SoftmaxRegression
+
+    ds = make_fedprox_synthetic(n_clients=6, seed=1, test_fraction=0.3)
+    prob = SoftmaxRegression(ds, alpha=0.1)
+    ref = softmax_dense_reference(prob, ks=(5, 20), maxiter=300)
+    dense, *pruned = ref["rows"]
+    assert dense["k"] is None and [r["k"] for r in pruned] == [5, 20]
+    assert ref["grad_norm"] < 1e-4  # converged: the dense model minimizes F ...
+    assert all(r["objective"] >= dense["objective"] for r in pruned)  # ... so pruning it can only raise F
+    assert pruned[0]["objective"] >= pruned[1]["objective"]  # keeping more of it raises F less
+    assert all(0.0 <= r["test"] <= 1.0 for r in ref["rows"])
 
 
 # -- BlogFeedback's alpha chosen on the validation split -------------------------------------------
