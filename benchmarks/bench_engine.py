@@ -130,7 +130,7 @@ def femnist_shape(seed=0):
 
 def all_runs_finish(alg, state, V, mask):
     """Sparse-ProxSkip's lines 8-13 computed for every batched run, then kept by ``np.where`` where
-    ``mask`` is true (the rule before it computed the branch for the communicating runs only)."""
+    ``mask`` is true: what the engine did before it computed the branch for the communicating runs only."""
     gamma, p = alg.gamma[:, None, None], alg.p[:, None, None]
     U = alg.uplink.prox(V, gamma / p)
     w_bar = U.mean(axis=-2, keepdims=True)

@@ -100,12 +100,14 @@ class ProxOperator:
         """Return the function value at ``x`` (``inf`` outside the domain)."""
         raise NotImplementedError
 
-    def take_runs(self, runs) -> "ProxOperator":
+    def take_runs(self, runs) -> "ProxOperator | None":
         """The same operator restricted to the batched runs ``runs`` (integer indices).
 
-        Operators without per-run parameters return themselves.
+        None (this default) means it cannot be restricted, and rules then
+        compute for all runs. Operators without per-run parameters return
+        themselves; those with per-run parameters restrict them.
         """
-        return self
+        return None
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -119,6 +121,10 @@ class Zero(ProxOperator):
         """Return ``x`` unchanged (after validating ``step``)."""
         _check_step(step)
         return x
+
+    def take_runs(self, runs) -> "Zero":
+        """``self`` (no per-run parameters)."""
+        return self
 
     def value(self, x):
         """Return 0."""
@@ -235,6 +241,10 @@ class Consensus(ProxOperator):
 
     def __init__(self, axis: int = -2):
         self.axis = int(axis)
+
+    def take_runs(self, runs) -> "Consensus":
+        """``self`` (no per-run parameters)."""
+        return self
 
     def mean(self, x):
         """The mean over the client axis, keeping the axis (shape ``(..., 1, d)``)."""

@@ -44,6 +44,9 @@ class RunResult:
     message : str
     diverged : ndarray of bool, shape () or (R,)
         Which runs diverged (and were stopped or frozen at their last finite record).
+    diverged_at : dict of int to int
+        Batched runs: for each frozen run, the iteration (``state.t``) at
+        which its divergence was detected; its records before then are its own.
     config : dict
         Everything needed to re-run (algorithm, problem, iterations, seed, cadence).
     """
@@ -55,6 +58,7 @@ class RunResult:
     message: str
     config: dict = field(default_factory=dict)
     diverged: np.ndarray = field(default_factory=lambda: np.zeros((), bool))
+    diverged_at: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         """Final values of every recorded quantity and the status (JSON-serializable)."""
@@ -188,6 +192,7 @@ def run(
     evaluate: Callable | None = None,
     split: str | None = "auto",
     every: int | None = None,
+    record_at: Sequence[int] | None = None,
     w0=None,
     state: State | None = None,
     reference="auto",
@@ -220,6 +225,10 @@ def run(
         Record the history every ``every`` iterations (default
         ``max(1, iterations // 200)``); the first and last iterations are
         always recorded.
+    record_at : sequence of int, optional
+        Further iterations (counted from the start of this call, in
+        ``[1, iterations]``) at which to record, e.g. each batched run's own
+        horizon.
     w0 : array, shape (d,) or (R, d), optional
         Starting model (default ``problem.initial_point(seed)``).
     state : State, optional
@@ -260,6 +269,14 @@ def run(
     if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
         raise ValueError(f"every must be a positive integer, got {every!r}")
     split, reference = _split_and_reference(problem, split, reference)
+    extra = np.unique(np.asarray([] if record_at is None else record_at, dtype=np.int64))
+    if extra.size and (extra[0] < 1 or extra[-1] > iterations):
+        raise ValueError(f"record_at must lie in [1, {iterations}], got {extra[0]}..{extra[-1]}")
+    # next_record[j] = the first recorded iteration count > j (every multiple of `every`, the end, record_at)
+    grid = np.union1d(np.arange(every, iterations + 1, every), np.append(extra, iterations))
+    next_record = grid[np.searchsorted(grid, np.arange(iterations), side="right")] if iterations else grid
+    recorded = np.zeros(iterations + 1, bool)
+    recorded[grid] = True
 
     if state is None:
         runs = algorithm.n_runs
@@ -287,6 +304,7 @@ def run(
         "start_iteration": state.t,
         "seed": seed if isinstance(seed, numbers.Integral) else np.asarray(seed).tolist(),
         "every": every,
+        **({"record_at": extra.tolist()} if extra.size else {}),
         "split": split,
         "array_namespace": xp.__name__,
         "dtype": str(state.w.dtype),
@@ -326,7 +344,7 @@ def run(
                 if stop:
                     break
                 # a stretch without any communication (and no record inside) in closed form
-                k = min(next_coin[j], iterations, j + every - (j % every)) - j if jump else 0
+                k = min(next_coin[j], next_record[j]) - j if jump else 0
                 if k >= 2:
                     new = algorithm.local_phase(state, problem, k)
                 else:
@@ -347,7 +365,7 @@ def run(
                 state = new
                 bar.update(k)
                 done = state.t - first_t
-                if done % every == 0 or done == iterations:
+                if recorded[done]:
                     row = recorder.compute(state, time.perf_counter() - t0)
                     bad_loss = ~np.isfinite(np.asarray(row["loss"]))
                     if not batch and bad_loss:
@@ -376,6 +394,7 @@ def run(
     return RunResult(
         w=algorithm.output(state), state=state, history=recorder.history(),
         status=status, message=message, config=config, diverged=diverged,
+        diverged_at=dict(diverged_at) if batch else {},
     )
 
 

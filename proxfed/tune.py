@@ -13,8 +13,9 @@ that, and also tunes RandProx-l1's weight ``lam``:
 The best configuration over both stages wins. Several independent searches
 (``groups``, e.g. one per sparsity) run side by side, and **every stage of
 every group is evaluated by one call** to the evaluation function, which
-:func:`tune_method` implements as **one batched** :func:`proxfed.run` (the
-hyperparameters as ``(R,)`` arrays). Configurations whose run diverges
+:func:`tune_method` implements as batched runs (the hyperparameters as
+``(R,)`` arrays): one :func:`proxfed.run_rounds` batch, or :func:`proxfed.run`
+sub-batches of similar horizons (:func:`horizon_groups`). Configurations whose run diverges
 (frozen in the batch) count as failures (score ``None``), never as errors.
 
 Scores come from the **validation** split only (:func:`tune_method` refuses
@@ -57,6 +58,10 @@ __all__ = [
 
 SEARCH_FORMAT = "proxfed-search"
 SEARCH_VERSION = 1
+#: How ``tune_method`` scores a run, part of every search's key, so that a search stored under an
+#: earlier rule is not reused: the record at the run's own horizon (``run`` driver), the end
+#: (``run_rounds``).
+SCORED_AT = "horizon"
 _HOLDOUT_STREAM = 6  # RNG stream of holdout_split (distinct from coins = 0 and init = 1)
 
 #: Methods :func:`make_algorithm` builds, with their hyperparameters.
@@ -508,8 +513,8 @@ def horizon_groups(configs, communications: int, max_iterations: int | None = No
     shorter ones. Sorted by horizon, a new group starts where a horizon
     exceeds ``ratio`` times the group's smallest; the steps past a run's
     horizon are then under ``ratio - 1`` times its own. Every run keeps its
-    coin stream, so the scores do not depend on the grouping (beyond
-    rounding). Round-based batches (:func:`proxfed.run_rounds`, each run to
+    coin stream and is scored at the record at its own horizon, so the
+    scores do not depend on the grouping (beyond rounding). Round-based batches (:func:`proxfed.run_rounds`, each run to
     its own end) stay one group.
 
     >>> horizon_groups([{"p": 1.0}, {"p": 0.1}, {"p": 0.6}, {"p": 0.12}], 10)
@@ -579,13 +584,13 @@ def tune_method(
       its ``split`` metric (after the method's TopK) at the end;
     * :func:`proxfed.run` (``"run"``; ``"auto"`` otherwise): run ``r`` is
       scored after ``horizon(params_r, communications)`` local steps (the
-      *expected* number for random coins, capped at ``max_iterations``), at
-      the last history record not past its horizon. A stage's runs are
-      split into sub-batches of similar horizons (:func:`horizon_groups`);
-      each runs to its largest horizon with about ``records`` records.
+      *expected* number for random coins, capped at ``max_iterations``),
+      recorded exactly there. A stage's runs are split into sub-batches of
+      similar horizons (:func:`horizon_groups`); each runs to its largest
+      horizon with about ``records`` records.
 
-    A run the driver froze because it diverged scores ``None`` with status
-    ``"diverged"``.
+    A run the driver froze because it diverged (with ``run``: at or before
+    its horizon) scores ``None`` with status ``"diverged"``.
 
     Parameters
     ----------
@@ -664,9 +669,9 @@ def tune_method(
                 hz = np.minimum(hz, int(max_iterations))
             T = int(hz.max())
             res = runner.run(alg, problem, T, seed=[int(seed)] * R, split=split,
-                             every=max(1, T // max(1, int(records))), progress=progress)
+                             every=max(1, T // max(1, int(records))), record_at=hz, progress=progress)
             it = np.asarray(res.history["iteration"])
-            rows = np.maximum(np.searchsorted(it, hz, side="right") - 1, 0)
+            rows = np.maximum(np.searchsorted(it, hz, side="right") - 1, 0)  # the record at the horizon
             metric = np.asarray(res.history["metric"]).reshape(len(it), R)[rows, np.arange(R)]
             run_steps = int(T) * R
         seconds = time.perf_counter() - t0
@@ -674,6 +679,8 @@ def tune_method(
                              "seconds": seconds, "status": res.status})
         say(f"    {R} runs, up to {T} iterations ({used}) in {seconds:.1f} s ({res.status})")
         bad = diverged_runs(res, R)
+        if used == "run":  # diverged after its horizon: its score at the horizon stands
+            bad &= np.array([res.diverged_at.get(r, 0) <= hz[r] for r in range(R)])
         return [(None, "diverged") if bad[r] else float(metric[r]) for r in range(R)]
 
     def evaluate(batch):
@@ -699,7 +706,8 @@ def tune_method(
         evaluate, space, n_stage1=n_stage1, n_stage2=n_stage2, narrow=narrow, groups=list(by_group), seed=seed,
         maximize=True, path=path, echo=say,
         key={"method": method, "communications": int(communications), "split": split,
-             "max_iterations": max_iterations, "records": int(records), "driver": driver, **(key or {})},
+             "max_iterations": max_iterations, "records": int(records), "driver": driver,
+             "scored_at": SCORED_AT, **(key or {})},
     )
     result.info = info
     return result

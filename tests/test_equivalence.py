@@ -412,6 +412,29 @@ def test_batched_algorithm1_equals_single_runs(name, which):
     compare_batched(batched, singles, prob, w0s, per_run_coins())
 
 
+class _Shrink(proxfed.prox.ProxOperator):
+    """A user operator with a per-run parameter and no ``take_runs``: ``x / (1 + c)``."""
+
+    def __init__(self, c):
+        self.c = np.asarray(c, dtype=float)
+
+    def prox(self, x, step):
+        return x / (1.0 + proxfed.prox.per_run(self.c, x))
+
+    def value(self, x):
+        return 0.0
+
+
+def test_batched_operator_without_take_runs_computes_for_all_runs():
+    """Partial communication falls back to computing every run when an operator cannot be restricted."""
+    prob, _, gamma, _ = make_problem("ridge")
+    cs = np.array([0.1, 0.5, 2.0])
+    w0s = np.random.default_rng(4).normal(size=(R, prob.dim))
+    batched = A.Algorithm1(gamma * GAMMAS_REL, PS, uplink=_Shrink(cs))
+    singles = [A.Algorithm1(float(gamma * GAMMAS_REL[r]), float(PS[r]), uplink=_Shrink(cs[r])) for r in range(R)]
+    compare_batched(batched, singles, prob, w0s, per_run_coins(7))
+
+
 @pytest.mark.parametrize("name", PRUNABLE)
 def test_batched_grad_at_pruned(name):
     prob, _, gamma, _ = make_problem("ridge")

@@ -128,3 +128,23 @@ def test_batched_jumps_equal_explicit_steps(problem):
     slow = proxfed.run(alg, problem, 400, seed=[1, 2], every=50, jumps=False)
     np.testing.assert_allclose(fast.state.w, slow.state.w, rtol=1e-11, atol=1e-11)
     np.testing.assert_array_equal(fast.history["communications"], slow.history["communications"])
+
+
+def test_record_at_adds_records_that_jumps_do_not_cross(problem):
+    """``record_at`` records at the given iterations too; closed-form stretches stop there, so the
+    records equal those of explicit steps, and the trajectory is unchanged."""
+    L = problem.smoothness().max()
+    alg = A.sparse_proxskip(1 / L, 0.1, 4)
+    extra = [3, 41, 42, 77, 300]
+    fast = proxfed.run(alg, problem, 300, seed=2, every=50, record_at=extra)
+    slow = proxfed.run(alg, problem, 300, seed=2, every=1, jumps=False)
+    plain = proxfed.run(alg, problem, 300, seed=2, every=50)
+    it = list(fast.history["iteration"])
+    assert it == sorted({0, 3, 41, 42, 77} | set(range(50, 301, 50)))
+    rows = np.searchsorted(slow.history["iteration"], it)
+    np.testing.assert_allclose(fast.history["loss"], slow.history["loss"][rows], rtol=1e-10)
+    np.testing.assert_allclose(fast.state.w, plain.state.w, rtol=1e-11, atol=1e-13)
+    assert fast.config["record_at"] == extra
+    for bad in ([0], [301]):
+        with pytest.raises(ValueError, match="record_at"):
+            proxfed.run(alg, problem, 300, record_at=bad)

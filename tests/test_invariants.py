@@ -575,6 +575,7 @@ def test_batched_run_freezes_only_the_diverged_run():
     res = proxfed.run(proxskip(np.array([1 / L, 100 / L]), 0.5), problem, 150, seed=0, every=1)
     assert res.status == "diverged"
     assert "[1]" in res.message
+    assert list(res.diverged_at) == [1] and 0 < res.diverged_at[1] < 150
     # run 0 is unaffected: the same as the single run with the same seed (stream (seed, run 0))
     single = proxfed.run(proxskip(1 / L, 0.5), problem, 150, seed=0, every=1)
     # equal to rounding: the single run jumps over its coin-free stretches in closed form

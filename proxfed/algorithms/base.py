@@ -377,7 +377,8 @@ def take_runs(x, runs):
 
 def merge_runs(mask: np.ndarray, new, old):
     """Per-run merge: run ``r`` from ``new`` (which holds only the runs where ``mask`` is true, in
-    order) where ``mask[r]``, else from ``old`` (all R runs; None reads as zeros).
+    order) where ``mask[r]``, else from ``old`` (all R runs; None reads as zeros). ``new`` and
+    ``old`` have the same shape after the run axis (broadcast ``new`` first if it is smaller).
 
     One pass that writes the result and reads only the rows it keeps (``select_runs`` on full
     arrays reads both).

@@ -35,7 +35,7 @@ import numpy as np
 from .. import _backend as B
 from ..comm import CommModel
 from ..prox import sparsity_to_k
-from .base import State, coin_array, gradient, hyper_like, select_runs
+from .base import State, coin_array, gradient, hyper_like, latest_upload, select_runs
 from .rounds import MASK_STREAM, RoundBased, count_true
 
 __all__ = [
@@ -314,7 +314,7 @@ class FedSparsify(RoundBased):
                           up_mask=self.mode == "local", down_mask=down_mask)
         new_w = select_runs(on, xp.broadcast_to(x, W.shape), V)
         extras = {"x": select_runs(on, x, ex["x"]), "mask": select_runs(on, new_mask, mask), **versions}
-        return state.replace(w=new_w, t=state.t + 1, uplink=sent, extras=extras, **acc)
+        return state.replace(w=new_w, t=state.t + 1, uplink=latest_upload(on, sent, state.uplink), extras=extras, **acc)
 
 
 def fedsparsify_global(gamma, local_steps, final_sparsity, rounds, **kwargs) -> FedSparsify:

@@ -49,7 +49,7 @@ import numpy as np
 from .. import _backend as B
 from ..comm import CommModel
 from ..prox import sparsity_to_k
-from .base import State, coin_array, gradient, hyper_like, select_runs
+from .base import State, coin_array, gradient, hyper_like, latest_upload, select_runs
 from .rounds import MASK_STREAM, Layers, RoundBased, as_layers
 
 __all__ = [
@@ -420,7 +420,8 @@ class Flash(RoundBased):
         extras = {**ex, "x": select_runs(on, Xd, ex["x"]),
                   "level_mask": select_runs(on, B.from_numpy(LM, like=V), ex["level_mask"]),
                   "client_mask": select_runs(on, CM, client_mask), **versions}
-        return state.replace(w=select_runs(on, new_w, V), t=state.t + 1, uplink=V, extras=extras, **acc)
+        return state.replace(w=select_runs(on, new_w, V), t=state.t + 1, uplink=latest_upload(on, V, state.uplink),
+                             extras=extras, **acc)
 
 
 def pdst(gamma, local_steps, density, rounds, **kwargs) -> Flash:

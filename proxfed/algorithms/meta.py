@@ -196,9 +196,14 @@ class Algorithm1(Algorithm):
         if not mask.any():
             return state.replace(w=V, t=state.t + 1)                        # line 13
         runs = comm_runs(mask)
+        uplink, server = self.uplink, self.server
         if runs is not None:
-            V, H = take_runs(V, runs), take_runs(H, runs)
-        uplink, server = (op if runs is None or op is None else op.take_runs(runs) for op in (self.uplink, self.server))
+            sub_ops = [None if op is None else op.take_runs(runs) for op in (uplink, server)]
+            if all(new is not None or op is None for new, op in zip(sub_ops, (uplink, server))):
+                uplink, server = sub_ops
+                V, H = take_runs(V, runs), take_runs(H, runs)
+            else:  # an operator that cannot be restricted to some runs: compute for all
+                runs = None
         gamma = hyper_like(take_runs(self.gamma, runs) if runs is not None else self.gamma, V)
         p = hyper_like(take_runs(self.p, runs) if runs is not None else self.p, V)
         step = gamma / p
