@@ -19,6 +19,7 @@ __all__ = [
     "device_of",
     "to_numpy",
     "from_numpy",
+    "array_template",
     "index_dtype",
     "float_dtype",
     "topk_mask",
@@ -90,6 +91,45 @@ def from_numpy(a: np.ndarray, like: Any, dtype: Any = None):
         elif a.dtype.kind == "b":
             dtype = xp.bool
     return xp.asarray(a, dtype=dtype, device=dev)
+
+
+BACKENDS = ("numpy", "torch", "cupy")
+
+
+def array_template(backend: str = "numpy", device=None, dtype: str = "float64"):
+    """An empty array of ``backend`` on ``device`` with ``dtype``: pass it as ``like`` to run there.
+
+    Parameters
+    ----------
+    backend : {"numpy", "torch", "cupy"}
+    device : str or int, optional
+        torch: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``...; CuPy: a GPU
+        index (default 0); NumPy: None or ``"cpu"``.
+    dtype : {"float64", "float32"}
+
+    >>> array_template().dtype, array_template(dtype="float32").shape
+    (dtype('float64'), (0,))
+    """
+    if dtype not in ("float64", "float32"):
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    if backend == "numpy":
+        if device not in (None, "cpu"):
+            raise ValueError(f"NumPy arrays live on the CPU; got device {device!r}")
+        return np.empty(0, dtype=dtype)
+    if backend == "torch":
+        try:
+            import torch
+        except ImportError:
+            raise ValueError("backend 'torch' needs torch installed (pip install torch)") from None
+        return torch.empty(0, dtype=getattr(torch, dtype), device=device or "cpu")
+    if backend == "cupy":
+        try:
+            import cupy
+        except ImportError:
+            raise ValueError("backend 'cupy' needs CuPy and a CUDA GPU") from None
+        with cupy.cuda.Device(int(device or 0)):
+            return cupy.empty(0, dtype=dtype)
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
 def index_dtype(xp, device=None):

@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--no-appendix-d", action="store_true", help="femnist: skip the Appendix D diagnostics")
     rep.add_argument("--cache-dir", default=None, help="cache of the parsed dataset (.npz)")
     rep.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    rep.add_argument("--backend", choices=("numpy", "torch", "cupy"), default="numpy",
+                     help="array library of the runs (blogfeedback, femnist; default: numpy)")
+    rep.add_argument("--device", default=None, help="torch: cpu, cuda, cuda:1 ...; cupy: a GPU index")
+    rep.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                     help="floating type of the runs (default: float64)")
     return parser
 
 
@@ -139,10 +144,17 @@ def _main(parser, args) -> int:
             if bad:
                 parser.error(f"unknown methods {bad}; choose from {', '.join(PAPER_METHODS[dataset])}")
         only_d = args.experiment == "femnist-appendix-d"
+        from ._backend import array_template
+
+        try:
+            array_template(args.backend, args.device, args.dtype)
+        except ValueError as exc:
+            parser.error(str(exc))
         reproduce(dataset, args.data_dir, args.out, budget=args.budget,
                   methods=tuple(args.methods) if args.methods else None, seed=args.seed, alpha=args.alpha,
                   appendix_d=(dataset == "femnist" and not args.no_appendix_d) or only_d, main=not only_d,
-                  cache_dir=args.cache_dir, progress=not args.no_progress)
+                  cache_dir=args.cache_dir, progress=not args.no_progress, backend=args.backend,
+                  device=args.device, dtype=args.dtype)
         return 0
     parser.print_help()
     return 2

@@ -17,7 +17,7 @@ import numpy as np
 from . import _backend as B
 from .algorithms.base import Algorithm, State, _seeds_and_keys, select_runs
 
-__all__ = ["run", "RunResult", "save_state", "load_state", "HISTORY_KEYS"]
+__all__ = ["run", "RunResult", "initial_models", "save_state", "load_state", "HISTORY_KEYS"]
 
 #: Quantities recorded in :attr:`RunResult.history` (``metric`` only when an evaluation exists).
 HISTORY_KEYS = (
@@ -120,6 +120,18 @@ def _check_coins(coins, iterations: int, batch_shape: tuple) -> np.ndarray:
     if c.shape[:-1] != batch_shape or c.shape[-1] < iterations:
         raise ValueError(f"coins must have shape {want} (or a longer last axis), got {c.shape}")
     return c[..., :iterations]
+
+
+def initial_models(problem, seed=0, runs: int | None = None, like=None):
+    """The problem's default starting models of :func:`run` (shape (d,), or (R, d) with ``runs``).
+
+    Run ``r`` starts at ``problem.initial_point(seed, r)`` for one integer
+    seed, or at ``initial_point(seed[r], 0)`` for one seed per run (see
+    :meth:`~proxfed.algorithms.Algorithm.coins`). With ``like``, the models
+    are moved to its array library, device and dtype.
+    """
+    w0 = _initial_models(problem, seed, runs)
+    return w0 if like is None else B.from_numpy(B.to_numpy(w0), like=like)
 
 
 def _initial_models(problem, seed, runs):

@@ -566,6 +566,7 @@ def tune_method(
     key: dict | None = None,
     progress: bool = False,
     echo: Callable | None = None,
+    like=None,
     **space_kwargs,
 ) -> SearchResult:
     """Tune ``method`` on ``problem`` for each K in ``ks``: two-stage random search, batched runs.
@@ -623,6 +624,13 @@ def tune_method(
     progress : bool
         Progress bars of the runs.
     echo : callable, optional
+    like : array, optional
+        Run the ``run``-driver batches on this array's library, device and
+        dtype (e.g. :func:`proxfed._backend.array_template` ``("torch",
+        "cuda")``), from the problem's default starting points moved there.
+        ``run_rounds`` batches (closed-form local phases, host code) stay on
+        NumPy, so the driver, and with it the protocol, does not depend on
+        ``like``.
     **space_kwargs
         ``gamma_range``, ``p_range``, ``lam_range`` for :func:`method_space`.
 
@@ -654,10 +662,12 @@ def tune_method(
         R = len(configs)
         params = {name: np.array([c[name] for c in configs]) for name in space.names}
         alg = make_algorithm(method, params, k)
+        w0 = runner.initial_models(problem, [int(seed)] * R, R)
         t0 = time.perf_counter()
-        if driver == "run_rounds" or (driver == "auto" and round_runner.supports_rounds(alg, problem)):
+        if driver == "run_rounds" or (driver == "auto" and round_runner.supports_rounds(alg, problem, w0=w0)):
+            # closed-form rounds are host code: on NumPy whatever ``like`` says (the protocol stays the same)
             res = round_runner.run_rounds(alg, problem, int(communications), seed=[int(seed)] * R, split=split,
-                                          every=int(communications), progress=progress)
+                                          every=int(communications), w0=w0, progress=progress)
             used = "run_rounds"
             steps = np.asarray(res.history["iteration"])[-1].reshape(R)
             metric = np.asarray(res.history["metric"])[-1].reshape(R)
@@ -668,7 +678,9 @@ def tune_method(
             if max_iterations is not None:
                 hz = np.minimum(hz, int(max_iterations))
             T = int(hz.max())
-            res = runner.run(alg, problem, T, seed=[int(seed)] * R, split=split,
+            if like is not None:
+                w0 = B.from_numpy(w0, like=like)
+            res = runner.run(alg, problem, T, seed=[int(seed)] * R, split=split, w0=w0,
                              every=max(1, T // max(1, int(records))), record_at=hz, progress=progress)
             it = np.asarray(res.history["iteration"])
             rows = np.maximum(np.searchsorted(it, hz, side="right") - 1, 0)  # the record at the horizon
@@ -700,7 +712,8 @@ def tune_method(
             return True
         params = {name: np.array([c[name] for c in configs[:1]]) for name in space.names}
         k = None if ks == [None] else np.array([next(iter(by_group.values()))], dtype=np.int64)
-        return round_runner.supports_rounds(make_algorithm(method, params, k), problem)
+        w0 = runner.initial_models(problem, [int(seed)], 1)
+        return round_runner.supports_rounds(make_algorithm(method, params, k), problem, w0=w0)
 
     result = random_search(
         evaluate, space, n_stage1=n_stage1, n_stage2=n_stage2, narrow=narrow, groups=list(by_group), seed=seed,

@@ -149,6 +149,19 @@ def test_tune_scores_do_not_depend_on_the_horizon_groups(problem, monkeypatch):
         assert t["score"] == pytest.approx(float(single.history["metric"][-1]), rel=1e-9, abs=1e-12)
 
 
+@pytest.mark.parametrize("method", ["sparse_proxskip", "sparse_proxskip_local"])
+def test_tune_on_torch_scores_as_on_numpy(problem, method):
+    """``like=`` runs the search on another array library; the scores are the same to rounding."""
+    torch = pytest.importorskip("torch")
+    k = sparsity_to_k(problem.dim, 0.8)
+    kw = dict(communications=5, n_stage1=4, n_stage2=2, seed=1, p_range=(0.2, 1.0))
+    on_numpy = tune_method(method, problem, [k], **kw)
+    on_torch = tune_method(method, problem, [k], like=torch.empty(0, dtype=torch.float64), **kw)
+    np.testing.assert_allclose([t["score"] for t in on_torch.trials], [t["score"] for t in on_numpy.trials],
+                               rtol=1e-8, atol=1e-10)
+    assert on_torch.best == on_numpy.best
+
+
 def test_tune_resumes_without_recomputation(problem, tmp_path, monkeypatch):
     k = sparsity_to_k(problem.dim, 0.9)
     kw = dict(communications=8, n_stage1=6, n_stage2=3, seed=2, p_range=(0.2, 1.0), path=tmp_path / "fediht.json")
@@ -462,6 +475,22 @@ def test_softmax_dense_reference_is_the_dense_fit_and_its_topk():
     assert all(r["objective"] >= dense["objective"] for r in pruned)  # ... so pruning it can only raise F
     np.testing.assert_allclose(dense["test"], prob.score(_dense_fit(prob, 300), "test"))
     assert all(0.0 <= r["test"] <= 1.0 for r in ref["rows"])
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_femnist_smoke_on_torch_matches_numpy(shared_data, tmp_path):
+    """The pipeline on torch (CPU) gives the NumPy pipeline's numbers to rounding."""
+    pytest.importorskip("torch")
+    kw = dict(budget="smoke", methods=("sparse_proxskip",), appendix_d=False, progress=False,
+              echo=lambda *_: None)
+    a = reproduce("femnist", shared_data, tmp_path / "numpy", **kw)
+    b = reproduce("femnist", shared_data, tmp_path / "torch", backend="torch", **kw)
+    for s, r in a["summary"]["sparse_proxskip"].items():
+        np.testing.assert_allclose(b["summary"]["sparse_proxskip"][s]["metric"], r["metric"], atol=1e-9)
+    assert json.loads((tmp_path / "torch" / "run.json").read_text())["backend"]["backend"] == "torch"
+    with pytest.raises(ValueError, match="backend"):
+        reproduce("femnist", shared_data, tmp_path / "bad", backend="jax", **kw)
 
 
 # -- BlogFeedback's alpha chosen on the validation split -------------------------------------------

@@ -75,7 +75,7 @@ import numpy as np
 from .. import __version__
 from .. import _backend as B
 from ..round_runner import run_rounds, supports_rounds
-from ..runner import run
+from ..runner import initial_models, run
 from ..theory import proxskip_parameters
 from ..threads import blas_info
 from ..tune import holdout_split, horizon, make_algorithm, tune_method
@@ -411,6 +411,13 @@ class _Pipeline:
         self.tuned: dict = {}
         self.results: dict = {}
         self.run_steps = {"tuning": 0, "final": 0, "appendix_d": 0}
+        self.like = None  # an array template: where the runs compute (None: NumPy float64)
+
+    def _dtype_key(self) -> dict:
+        """Only a non-default dtype enters the stored keys (results of float64 runs stay valid)."""
+        if self.like is None or str(self.like.dtype).endswith("float64"):
+            return {}
+        return {"dtype": str(self.like.dtype).rsplit(".", 1)[-1]}
 
     def say(self, msg):
         self.echo(f"[{self.dataset}/{self.budget.name}] {msg}")
@@ -428,9 +435,9 @@ class _Pipeline:
         res = tune_method(
             method, problem, ks, communications=b.tune_communications, n_stage1=b.n_stage1, n_stage2=b.n_stage2,
             narrow=b.narrow, seed=self.seed, split="validation", records=b.tune_records,
-            max_iterations=b.max_iterations, driver=b.driver, path=self.out / "tuning" / f"{method}.json", key=key,
-            progress=self.progress, echo=self.echo, gamma_range=b.gamma_range, p_range=b.p_range,
-            lam_range=b.lam_range,
+            max_iterations=b.max_iterations, driver=b.driver, path=self.out / "tuning" / f"{method}.json",
+            key={**key, **self._dtype_key()}, progress=self.progress, echo=self.echo, like=self.like,
+            gamma_range=b.gamma_range, p_range=b.p_range, lam_range=b.lam_range,
         )
         self.run_steps["tuning"] += sum(r["run_steps"] for r in res.info.get("runs", []))
         chosen = {}
@@ -461,7 +468,10 @@ class _Pipeline:
         seeds = [self.seed + 1 + j for j in range(b.seeds)]
         alg = make_algorithm(method, {n: np.full(len(seeds), v) for n, v in params.items()},
                              None if k is None else k)
-        rounds = b.driver == "auto" and supports_rounds(alg, problem)
+        w0 = initial_models(problem, seeds, len(seeds))
+        rounds = b.driver == "auto" and supports_rounds(alg, problem, w0=w0)  # decided on the host
+        if not rounds and self.like is not None:
+            w0 = B.from_numpy(w0, like=self.like)
         if rounds:  # exactly `communications` per seed
             T, every = None, max(1, communications // max(1, b.records))
         else:  # the expected number of local steps
@@ -471,7 +481,7 @@ class _Pipeline:
             every = max(1, T // max(1, b.records))
         key = {"method": method, "sparsity": s, "k": k, "params": params, "iterations": T, "seeds": seeds,
                "every": every, "split": split, "communications": communications, "budget": b.name,
-               **({"driver": "run_rounds"} if rounds else {})}
+               **({"driver": "run_rounds"} if rounds else {}), **self._dtype_key()}
         key = json.loads(json.dumps(_jsonable(key)))
         d = where
         if (d / "summary.json").is_file() and (d / "history.npz").is_file():
@@ -483,12 +493,12 @@ class _Pipeline:
                 return hist, dict(old, read_back=True)
         t0 = time.perf_counter()
         if rounds:
-            res = run_rounds(alg, problem, communications, seed=seeds, split=split, every=every,
+            res = run_rounds(alg, problem, communications, seed=seeds, split=split, every=every, w0=w0,
                              progress=self.progress)
         else:
-            res = run(alg, problem, T, seed=seeds, split=split, every=every, progress=self.progress)
+            res = run(alg, problem, T, seed=seeds, split=split, every=every, w0=w0, progress=self.progress)
         seconds = time.perf_counter() - t0
-        w = np.asarray(res.w, dtype=np.float64)
+        w = np.asarray(B.to_numpy(res.w), dtype=np.float64)
         hist = {n: np.asarray(v) for n, v in res.history.items()}
         loss_full = np.asarray(problem.objective(w), dtype=np.float64)
         # the paper's train loss: the data term sum_i 1/2 ||A_i w - b_i||^2 (ridge), or the objective
@@ -778,6 +788,9 @@ def reproduce(
     cache_dir=None,
     progress: bool = True,
     echo=print,
+    backend: str = "numpy",
+    device=None,
+    dtype: str = "float64",
 ) -> dict:
     """Reproduce the paper's BlogFeedback or FEMNIST experiment and write a results directory.
 
@@ -815,6 +828,14 @@ def reproduce(
         Progress bars for the runs.
     echo : callable
         Progress messages.
+    backend, device, dtype :
+        Where the runs compute (:func:`proxfed._backend.array_template`):
+        e.g. ``backend="torch", device="cuda"`` or ``backend="cupy"``. The
+        problems move their data there on first use; histories, tables and
+        stored models are host arrays. Runs by :func:`proxfed.run_rounds`
+        (closed-form local phases, host code) stay on NumPy. Stored runs are reused across backends
+        and devices (the same computation up to rounding) but not across
+        dtypes.
 
     Returns
     -------
@@ -842,10 +863,12 @@ def reproduce(
                              "hold-out from the budget's grid when alpha is None")
     elif alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"alpha must be a positive number or 'validation', got {alpha!r}")
+    like = B.array_template(backend, device, dtype)  # validates before any work
     out = Path(out_dir if out_dir is not None else f"proxfed-results/{dataset}-{b.name}")
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     pipe = _Pipeline(dataset, out, b, methods if main else (), seed, progress, echo)
+    pipe.like = None if backend == "numpy" and dtype == "float64" else like
     pipe.say(f"results in {out}; budget {b.name}: {b.communications} communications per final run, "
              f"{b.seeds} seeds, search {b.n_stage1}+{b.n_stage2} configurations at {b.tune_communications} "
              f"communications" + ("" if b.name == "paper" else " (NOT a reproduction budget)"))
@@ -899,6 +922,7 @@ def reproduce(
         "methods": list(pipe.methods), "sparsities": list(pipe.sparsities), "seed": seed,
         "final_seeds": [seed + 1 + j for j in range(b.seeds)], "alpha": alpha_info, "data": data_info,
         "machine": _machine(), "status": "running",
+        "backend": {"backend": backend, "device": str(B.device_of(like)), "dtype": dtype},
         "command": f"proxfed reproduce {dataset} --data-dir DIR --budget {b.name}",
     }
     _write_json(out / "run.json", run_info)
