@@ -656,7 +656,7 @@ def tune_method(
     info: dict = {"runs": []}
     say = echo or (lambda *_: None)
 
-    def run_batch(configs, k):
+    def run_batch(configs, k, rounds):
         import time
 
         R = len(configs)
@@ -664,8 +664,7 @@ def tune_method(
         alg = make_algorithm(method, params, k)
         w0 = runner.initial_models(problem, [int(seed)] * R, R)
         t0 = time.perf_counter()
-        if driver == "run_rounds" or (driver == "auto" and round_runner.supports_rounds(alg, problem, w0=w0)):
-            # closed-form rounds are host code: on NumPy whatever ``like`` says (the protocol stays the same)
+        if rounds:  # closed-form rounds are host code: on NumPy whatever ``like`` says (the same protocol)
             res = round_runner.run_rounds(alg, problem, int(communications), seed=[int(seed)] * R, split=split,
                                           every=int(communications), w0=w0, progress=progress)
             used = "run_rounds"
@@ -699,13 +698,15 @@ def tune_method(
         configs = [c for _, c in batch]
         k = None if ks == [None] else np.array([by_group[g] for g, _ in batch], dtype=np.int64)
         scores = [None] * len(configs)
-        for idx in horizon_groups(configs, communications, max_iterations, round_based=_rounds_used(configs)):
-            out = run_batch([configs[i] for i in idx], None if k is None else k[idx])
+        rounds = _rounds_used(configs)
+        for idx in horizon_groups(configs, communications, max_iterations, round_based=rounds):
+            out = run_batch([configs[i] for i in idx], None if k is None else k[idx], rounds)
             for i, v in zip(idx, out):
                 scores[i] = v
         return scores
 
     def _rounds_used(configs):
+        """The driver of a stage, decided once on the host (the rule and problem fix it, not the values)."""
         if driver == "run":
             return False
         if driver == "run_rounds":

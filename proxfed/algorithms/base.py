@@ -366,8 +366,9 @@ def comm_runs(mask: np.ndarray):
 
 
 def take_runs(x, runs):
-    """Runs ``runs`` of a batched array (R, ...) or of a per-run hyperparameter (scalars pass through)."""
-    if x is None or isinstance(x, numbers.Real) or np.ndim(x) == 0:
+    """Runs ``runs`` of a batched array (R, ...) or of a per-run hyperparameter (scalars, and
+    ``runs=None``, pass through)."""
+    if runs is None or x is None or isinstance(x, numbers.Real) or np.ndim(x) == 0:
         return x
     if isinstance(x, np.ndarray):
         return x[runs]

@@ -196,16 +196,16 @@ class Algorithm1(Algorithm):
         if not mask.any():
             return state.replace(w=V, t=state.t + 1)                        # line 13
         runs = comm_runs(mask)
-        uplink, server = self.uplink, self.server
+        ops = (self.uplink, self.server)
         if runs is not None:
-            sub_ops = [None if op is None else op.take_runs(runs) for op in (uplink, server)]
-            if all(new is not None or op is None for new, op in zip(sub_ops, (uplink, server))):
-                uplink, server = sub_ops
-                V, H = take_runs(V, runs), take_runs(H, runs)
-            else:  # an operator that cannot be restricted to some runs: compute for all
-                runs = None
-        gamma = hyper_like(take_runs(self.gamma, runs) if runs is not None else self.gamma, V)
-        p = hyper_like(take_runs(self.p, runs) if runs is not None else self.p, V)
+            restricted = tuple(None if op is None else op.take_runs(runs) for op in ops)
+            if any(op is not None and r is None for op, r in zip(ops, restricted)):
+                runs = None  # an operator that cannot be restricted to some runs: compute for all
+            else:
+                ops = restricted
+        uplink, server = ops
+        V, H = take_runs(V, runs), take_runs(H, runs)
+        gamma, p = hyper_like(take_runs(self.gamma, runs), V), hyper_like(take_runs(self.p, runs), V)
         step = gamma / p
         U = V if uplink is None else uplink.prox(V, step)                  # line 9
         V_ref = U if (uplink is not None and not self.uplink_keep_dense) else V

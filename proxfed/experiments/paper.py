@@ -984,10 +984,10 @@ def reproduce(
         t0 = time.perf_counter()
         ks = [sparsity_to_k(final_problem.dim, s) for s in pipe.sparsities]
         stored = out / "diagnostics" / "dense_reference.json"
+        ref_key = {"alpha": alpha, "iterations": b.reference_iterations, "ks": ks}
         ref = json.loads(stored.read_text()) if stored.is_file() else {}
-        if ref.get("key") != {"alpha": alpha, "iterations": b.reference_iterations, "ks": ks}:
-            ref = softmax_dense_reference(final_problem, ks, b.reference_iterations)
-            ref["key"] = {"alpha": alpha, "iterations": b.reference_iterations, "ks": ks}
+        if ref.get("key") != ref_key:
+            ref = dict(softmax_dense_reference(final_problem, ks, b.reference_iterations), key=ref_key)
         else:
             pipe.say("dense reference read back from diagnostics/dense_reference.json")
         md = (f"# Diagnostic: the dense centralized fit (alpha = {alpha:g}) and its TopK\n\n"
