@@ -445,11 +445,28 @@ def test_femnist_smoke_end_to_end(shared_data, tmp_path):
     run_info = json.loads((out / "run.json").read_text())
     assert run_info["data"]["n_clients"] == 100 and run_info["data"]["n_validation"] > 0
     assert run_info["alpha"]["alpha"] == pytest.approx(1 / run_info["data"]["n_train"])
+    assert run_info["data"]["pixels"].startswith("inverted")
     ref = json.loads((out / "diagnostics" / "dense_reference.json").read_text())
     ks = [sparsity_to_k(run_info["data"]["dim"], s) for s in run_info["sparsities"]]
-    assert [r["k"] for r in ref["rows"]] == [None] + ks
+    assert ref["key"]["pixels"] == "inverted" and list(ref["conventions"]) == ["inverted", "leaf"]
+    for conv in ref["conventions"].values():
+        assert [r["k"] for r in conv["rows"]] == [None] + ks
     rows = parse_markdown_tables((out / "diagnostics" / "dense_reference.md").read_text())[0][1]
-    assert len(rows) == 1 + len(ks)
+    assert len(rows) == 2 * (1 + len(ks)) and rows[0][0] == "inverted (the runs')" and rows[-1][0] == "leaf"
+
+
+def test_pixels_is_validated_before_any_work(tmp_path, capsys):
+    with pytest.raises(ValueError, match="pixels must be one of"):
+        reproduce("femnist", tmp_path, tmp_path / "out", pixels="white")
+    with pytest.raises(ValueError, match="FEMNIST only"):
+        reproduce("blogfeedback", tmp_path, tmp_path / "out", pixels="leaf")
+    assert not (tmp_path / "out").exists()
+    for argv in (["reproduce", "blogfeedback", "--data-dir", str(tmp_path), "--pixels", "leaf"],
+                 ["reproduce", "cifar10", "--data-dir", str(tmp_path), "--pixels", "leaf"],
+                 ["reproduce", "femnist", "--data-dir", str(tmp_path), "--pixels", "white"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert "--pixels" in capsys.readouterr().err
 
 
 def test_budget_validates_reference_iterations():

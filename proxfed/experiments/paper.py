@@ -9,7 +9,8 @@ Figures 6-8) call :func:`reproduce`. The protocol, exactly:
    test files), :class:`~proxfed.problems.Ridge` with ``alpha = 1e3`` (or,
    with ``alpha="validation"``, the value of :func:`choose_ridge_alpha` on the
    validation part), start at ``w = 0``. FEMNIST: :func:`~proxfed.data.load_femnist` (the first 100
-   writers in sorted order), :class:`~proxfed.problems.SoftmaxRegression`
+   writers in sorted order; pixels inverted to ``1 - x``, background 0, unless
+   ``pixels="leaf"``), :class:`~proxfed.problems.SoftmaxRegression`
    with the torch-like uniform start keyed by the run's seed; the
    validation split is :func:`~proxfed.tune.holdout_split` (10 % of every
    writer's training images, seeded) — tuning trains on the remaining 90 %,
@@ -56,7 +57,8 @@ Results directory::
     appendix_d/           FEMNIST: SPS-/ASP-modified runs, appendix_d.md, appendix_d.json, appendix_d.png
                           (SPS and ASP at 90 % are the runs under runs/)
     diagnostics/          BlogFeedback: alpha_check.md (dense ridge optimum per alpha);
-                          FEMNIST: dense_reference.md (the dense centralized fit and its TopK)
+                          FEMNIST: dense_reference.md (the dense centralized fit and its TopK,
+                          under both pixel conventions)
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ __all__ = [
     "Budget",
     "BUDGETS",
     "PAPER_METHODS",
+    "PIXEL_CONVENTIONS",
     "get_budget",
     "reproduce",
     "reproduce_blogfeedback",
@@ -105,6 +108,11 @@ PAPER_METHODS = {
                      "sparse_proxskip_local", "sparse_proxskip", "proxskip"),
     "femnist": ("final_topk", "fedht", "fediht", "accelerated_server_pruning", "sparse_proxskip_local",
                 "sparse_proxskip", "proxskip"),
+}
+#: FEMNIST pixel conventions of :func:`reproduce` (``pixels=``).
+PIXEL_CONVENTIONS = {
+    "inverted": "1 - x: background 0, ink near 1 (as MNIST)",
+    "leaf": "LEAF's x: 1.0 = white background, ink dark",
 }
 #: Budget fields that change only what is reported, not any run (not part of the stored runs' key).
 REPORT_ONLY = ("extra_thresholds", "reference_iterations")
@@ -791,6 +799,7 @@ def reproduce(
     backend: str = "numpy",
     device=None,
     dtype: str = "float64",
+    pixels: str = "inverted",
 ) -> dict:
     """Reproduce the paper's BlogFeedback or FEMNIST experiment and write a results directory.
 
@@ -836,6 +845,13 @@ def reproduce(
         (closed-form local phases, host code) stay on NumPy. Stored runs are reused across backends
         and devices (the same computation up to rounding) but not across
         dtypes.
+    pixels : {"inverted", "leaf"}
+        FEMNIST's pixel convention: ``"inverted"`` (default) trains on
+        ``1 - x``, background 0 and ink near 1 as in MNIST; ``"leaf"`` keeps
+        LEAF's 1.0 = white background. The model class is the same (the
+        intercept absorbs the shift), but the objective's smoothness and what
+        TopK removes are not: with LEAF's convention every weight acts on the
+        background of every image (see :data:`PIXEL_CONVENTIONS`).
 
     Returns
     -------
@@ -863,6 +879,10 @@ def reproduce(
                              "hold-out from the budget's grid when alpha is None")
     elif alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"alpha must be a positive number or 'validation', got {alpha!r}")
+    if pixels not in PIXEL_CONVENTIONS:
+        raise ValueError(f"pixels must be one of {sorted(PIXEL_CONVENTIONS)}, got {pixels!r}")
+    if pixels != "inverted" and dataset != "femnist":
+        raise ValueError("pixels applies to FEMNIST only")
     like = B.array_template(backend, device, dtype)  # validates before any work
     out = Path(out_dir if out_dir is not None else f"proxfed-results/{dataset}-{b.name}")
     out.mkdir(parents=True, exist_ok=True)
@@ -891,7 +911,8 @@ def reproduce(
         data_info = {"n_clients": ds.n_clients, "n_train": ds.n_samples, "n_validation": ds.validation.n_samples,
                      "n_test": ds.test.n_samples, "dim": final_problem.dim}
     else:
-        ds = load_femnist(_data_folder(data_dir, "femnist"), n_writers=100, cache_dir=cache_dir)
+        ds = load_femnist(_data_folder(data_dir, "femnist"), n_writers=100, cache_dir=cache_dir,
+                          invert=pixels == "inverted")
         tune_ds = holdout_split(ds, b.holdout_fraction, seed=seed)
         if alpha is not None:
             alpha_info = {"alpha": float(alpha), "how": "given"}
@@ -912,18 +933,22 @@ def reproduce(
         final_problem = SoftmaxRegression(ds, alpha=alpha)
         data_info = {"n_clients": ds.n_clients, "n_train": ds.n_samples, "n_tune_train": tune_ds.n_samples,
                      "n_validation": tune_ds.validation.n_samples, "n_test": ds.test.n_samples,
-                     "dim": final_problem.dim, "writers": "first 100 in sorted order"}
+                     "dim": final_problem.dim, "writers": "first 100 in sorted order",
+                     "pixels": f"{pixels}: {PIXEL_CONVENTIONS[pixels]}"}
     pipe.timings["data"] = time.perf_counter() - t0
     runs_budget = {k: v for k, v in asdict(b).items() if k not in REPORT_ONLY}
     key = {"dataset": dataset, "alpha": alpha, "budget": runs_budget, "n_clients": ds.n_clients,
            "n_train": tune_problem.dataset.n_samples}
+    if dataset == "femnist":
+        key["pixels"] = pixels
     run_info = {
         "dataset": dataset, "budget": asdict(b), "is_reproduction_budget": b.name == "paper",
         "methods": list(pipe.methods), "sparsities": list(pipe.sparsities), "seed": seed,
         "final_seeds": [seed + 1 + j for j in range(b.seeds)], "alpha": alpha_info, "data": data_info,
         "machine": _machine(), "status": "running",
         "backend": {"backend": backend, "device": str(B.device_of(like)), "dtype": dtype},
-        "command": f"proxfed reproduce {dataset} --data-dir DIR --budget {b.name}",
+        "command": f"proxfed reproduce {dataset} --data-dir DIR --budget {b.name}"
+                   + ("" if pixels == "inverted" else f" --pixels {pixels}"),
     }
     _write_json(out / "run.json", run_info)
 
@@ -984,19 +1009,19 @@ def reproduce(
         t0 = time.perf_counter()
         ks = [sparsity_to_k(final_problem.dim, s) for s in pipe.sparsities]
         stored = out / "diagnostics" / "dense_reference.json"
-        ref_key = {"alpha": alpha, "iterations": b.reference_iterations, "ks": ks}
+        ref_key = {"alpha": alpha, "iterations": b.reference_iterations, "ks": ks, "pixels": pixels}
         ref = json.loads(stored.read_text()) if stored.is_file() else {}
         if ref.get("key") != ref_key:
-            ref = dict(softmax_dense_reference(final_problem, ks, b.reference_iterations), key=ref_key)
+            ref = {"key": ref_key, "conventions": {}}
+            for conv in (pixels, *sorted(set(PIXEL_CONVENTIONS) - {pixels})):
+                prob = final_problem if conv == pixels else SoftmaxRegression(
+                    load_femnist(_data_folder(data_dir, "femnist"), n_writers=100, cache_dir=cache_dir,
+                                 invert=conv == "inverted"), alpha=alpha)
+                pipe.say(f"dense reference ({conv} pixels): {b.reference_iterations} L-BFGS iterations")
+                ref["conventions"][conv] = softmax_dense_reference(prob, ks, b.reference_iterations)
         else:
             pipe.say("dense reference read back from diagnostics/dense_reference.json")
-        md = (f"# Diagnostic: the dense centralized fit (alpha = {alpha:g}) and its TopK\n\n"
-              f"L-BFGS on the full training set from 0, {ref['iterations']} iterations "
-              f"(gradient norm {ref['grad_norm']:.2e}). The paper reports 85.4% for its dense centralized "
-              "estimator on its 100 writers. Selects nothing.\n\n"
-              + markdown_table(["model", "K", "test accuracy (%)", "objective F(w) (with α/2‖w‖²)"],
-                               [[r["model"], "dense" if r["k"] is None else r["k"], f"{100 * r['test']:.1f}",
-                                 f"{r['objective']:.4f}"] for r in ref["rows"]]))
+        md = _dense_reference_markdown(ref, alpha, pixels, pipe.sparsities)
         (out / "diagnostics").mkdir(parents=True, exist_ok=True)
         (out / "diagnostics" / "dense_reference.md").write_text(md + "\n")
         _write_json(out / "diagnostics" / "dense_reference.json", ref)
@@ -1015,6 +1040,29 @@ def reproduce(
     pipe.say(f"done in {seconds:.0f} s; results in {out}")
     result["seconds"] = seconds
     return result
+
+
+def _dense_reference_markdown(ref: dict, alpha: float, pixels: str, sparsities) -> str:
+    """``dense_reference.md``: the dense fit and its TopK under each pixel convention, beside Final-TopK's."""
+    paper = PUBLISHED["femnist"]["metric"]["final_topk"]
+    by_k = dict(zip(ref["key"]["ks"], sparsities))
+    rows = []
+    for conv, r in ref["conventions"].items():
+        for row in r["rows"]:
+            s = by_k.get(row["k"])
+            rows.append([conv + (" (the runs')" if conv == pixels else ""), row["model"],
+                         "dense" if row["k"] is None else f"{row['k']} ({100 * s:g}%)",
+                         f"{100 * row['test']:.1f}", f"{row['objective']:.4f}",
+                         "85.4 (dense reference)" if s is None else f"{100 * paper[s]:.1f} (Final-TopK)"])
+    fits = "; ".join(f"{conv}: gradient norm {r['grad_norm']:.2e}" for conv, r in ref["conventions"].items())
+    return (f"# Diagnostic: the dense centralized fit (alpha = {alpha:g}) and its TopK\n\n"
+            f"L-BFGS on the full training set from 0, at most {ref['key']['iterations']} iterations, under "
+            f"each pixel convention ({fits}). The runs use the `{pixels}` convention: {PIXEL_CONVENTIONS[pixels]}. The "
+            "dense models are the same class under both conventions (the intercept absorbs the shift), "
+            "but TopK is not: with LEAF's white background every weight acts on every image. The paper's "
+            "column is its own writers' dense estimator and Final-TopK (Table 4). Selects nothing.\n\n"
+            + markdown_table(["pixels", "model", "K (sparsity)", "test accuracy (%)",
+                              "objective F(w) (with α/2‖w‖²)", "paper (%)"], rows))
 
 
 def _write_readme(pipe, result, run_info) -> None:
