@@ -229,7 +229,7 @@ BUDGETS = {
         "small": Budget("small", communications=30, seeds=5, tune_communications=10, n_stage1=6, n_stage2=3,
                         gamma_range=(0.1, 10.0), p_range=(0.1, 1.0), records=30, tune_records=10,
                         tune_sparsities=(0.9, 0.99), alpha_grid=(1e-5, 1e-4, 1e-3), alpha_iterations=100,
-                        extra_thresholds=(0.20, 0.30, 0.40, 0.50)),
+                        extra_thresholds=(0.50, 0.60, 0.65, 0.70)),
         "paper": Budget("paper", communications=1000, seeds=5, tune_communications=100, n_stage1=16, n_stage2=8,
                         gamma_range=(0.1, 10.0), p_range=(0.02, 1.0), records=500, tune_records=50,
                         alpha_grid=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3), alpha_iterations=300),
