@@ -469,6 +469,27 @@ def test_pixels_is_validated_before_any_work(tmp_path, capsys):
         assert "--pixels" in capsys.readouterr().err
 
 
+def test_stored_final_runs_are_read_back_only_for_the_same_data_key(tmp_path):
+    from proxfed.data import make_sparse_regression
+    from proxfed.experiments.paper import Budget, _Pipeline
+    from proxfed.problems import Ridge
+
+    prob = Ridge(make_sparse_regression(n_clients=4, n_features=6, n_informative=2, seed=1), alpha=1.0)
+    b = Budget("t", communications=3, seeds=2, tune_communications=1, n_stage1=1, n_stage2=0, records=3)
+    messages = []
+    pipe = _Pipeline("blogfeedback", tmp_path, b, ("sparse_proxskip",), 0, False, messages.append)
+    params = {"gamma": 0.5 / float(np.max(prob.smoothness())), "p": 0.5}
+    where = tmp_path / "runs" / "sparse_proxskip" / "s0900"
+    pipe.data_key = {"dataset": "x", "alpha": 1.0}
+    first, _ = pipe.final_run("sparse_proxskip", 0.9, params, prob, where, 3)
+    again, summ = pipe.final_run("sparse_proxskip", 0.9, params, prob, where, 3)
+    assert summ.get("read_back") and np.array_equal(first["metric"], again["metric"])
+    pipe.data_key = {"dataset": "x", "alpha": 2.0}  # other data or objective, same parameters: recomputed
+    _, summ = pipe.final_run("sparse_proxskip", 0.9, params, prob, where, 3)
+    assert not summ.get("read_back")
+    assert sum("read back" in m for m in messages) == 1
+
+
 def test_budget_validates_reference_iterations():
     from proxfed.experiments.paper import Budget
 

@@ -420,6 +420,7 @@ class _Pipeline:
         self.results: dict = {}
         self.run_steps = {"tuning": 0, "final": 0, "appendix_d": 0}
         self.like = None  # an array template: where the runs compute (None: NumPy float64)
+        self.data_key: dict = {}  # dataset, alpha, budget, pixels: part of every stored run's key
 
     def _dtype_key(self) -> dict:
         """Only a non-default dtype enters the stored keys (results of float64 runs stay valid)."""
@@ -489,7 +490,7 @@ class _Pipeline:
             every = max(1, T // max(1, b.records))
         key = {"method": method, "sparsity": s, "k": k, "params": params, "iterations": T, "seeds": seeds,
                "every": every, "split": split, "communications": communications, "budget": b.name,
-               **({"driver": "run_rounds"} if rounds else {}), **self._dtype_key()}
+               **({"driver": "run_rounds"} if rounds else {}), **self._dtype_key(), "data": self.data_key}
         key = json.loads(json.dumps(_jsonable(key)))
         d = where
         if (d / "summary.json").is_file() and (d / "history.npz").is_file():
@@ -941,6 +942,7 @@ def reproduce(
            "n_train": tune_problem.dataset.n_samples}
     if dataset == "femnist":
         key["pixels"] = pixels
+    pipe.data_key = key
     run_info = {
         "dataset": dataset, "budget": asdict(b), "is_reproduction_budget": b.name == "paper",
         "methods": list(pipe.methods), "sparsities": list(pipe.sparsities), "seed": seed,
