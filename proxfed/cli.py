@@ -64,15 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _reproduce_cifar10(parser, args) -> int:
     """``proxfed reproduce cifar10``: :func:`proxfed_dl.reproduce.reproduce_cifar10` (torch needed)."""
+    if args.alpha is not None:
+        parser.error("--alpha does not apply to cifar10")
+    if args.pixels is not None:
+        parser.error("--pixels applies to femnist only")
     try:
         from proxfed_dl.algorithms import ALGORITHMS
         from proxfed_dl.reproduce import CIFAR10_METHODS, reproduce_cifar10
     except ImportError as err:
         parser.error(f"reproduce cifar10 needs torch (pip install 'proxfed[dl]'): {err}")
-    if args.alpha is not None:
-        parser.error("--alpha does not apply to cifar10")
-    if args.pixels is not None:
-        parser.error("--pixels applies to femnist only")
     if args.seed < 0:
         parser.error("--seed must be >= 0")
     methods = tuple(args.methods) if args.methods else CIFAR10_METHODS

@@ -451,6 +451,8 @@ def test_femnist_smoke_end_to_end(shared_data, tmp_path):
     assert ref["key"]["pixels"] == "inverted" and list(ref["conventions"]) == ["inverted", "leaf"]
     for conv in ref["conventions"].values():
         assert [r["k"] for r in conv["rows"]] == [None] + ks
+    # the white background makes the mean image the stiffest direction: L is over 10 times larger
+    assert 10 * ref["conventions"]["inverted"]["L_max"] < ref["conventions"]["leaf"]["L_max"]
     rows = parse_markdown_tables((out / "diagnostics" / "dense_reference.md").read_text())[0][1]
     assert len(rows) == 2 * (1 + len(ks)) and rows[0][0] == "inverted (the runs')" and rows[-1][0] == "leaf"
 
