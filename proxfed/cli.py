@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--device", default=None, help="torch: cpu, cuda, cuda:1 ...; cupy: a GPU index")
     rep.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                      help="floating type of the runs (default: float64)")
+    rep.add_argument("--jobs", type=int, default=1,
+                     help="worker processes for the tuning searches and final runs (numpy backend; pair with "
+                          "--threads 1; default: %(default)s)")
     rep.add_argument("--pixels", choices=("inverted", "leaf"), default=None,
                      help="femnist: train on 1 - x, background 0 as in MNIST (inverted, the default), or on "
                           "LEAF's x with its white background (leaf)")
@@ -68,6 +71,8 @@ def _reproduce_cifar10(parser, args) -> int:
         parser.error("--alpha does not apply to cifar10")
     if args.pixels is not None:
         parser.error("--pixels applies to femnist only")
+    if args.jobs != 1:
+        parser.error("--jobs applies to blogfeedback and femnist")
     try:
         from proxfed_dl.algorithms import ALGORITHMS
         from proxfed_dl.reproduce import CIFAR10_METHODS, reproduce_cifar10
@@ -146,6 +151,10 @@ def _main(parser, args) -> int:
             parser.error("--alpha validation is for blogfeedback (FEMNIST chooses alpha on its hold-out by default)")
         if args.pixels is not None and dataset != "femnist":
             parser.error("--pixels applies to femnist only")
+        if args.jobs < 1:
+            parser.error("--jobs must be >= 1")
+        if args.jobs > 1 and args.backend != "numpy":
+            parser.error("--jobs > 1 forks worker processes and needs --backend numpy")
         if args.methods:
             bad = [m for m in args.methods if m not in PAPER_METHODS[dataset]]
             if bad:
@@ -161,7 +170,7 @@ def _main(parser, args) -> int:
                   methods=tuple(args.methods) if args.methods else None, seed=args.seed, alpha=args.alpha,
                   appendix_d=(dataset == "femnist" and not args.no_appendix_d) or only_d, main=not only_d,
                   cache_dir=args.cache_dir, progress=not args.no_progress, backend=args.backend,
-                  device=args.device, dtype=args.dtype, pixels=args.pixels or "inverted")
+                  device=args.device, dtype=args.dtype, pixels=args.pixels or "inverted", jobs=args.jobs)
         return 0
     parser.print_help()
     return 2

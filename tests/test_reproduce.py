@@ -434,6 +434,14 @@ def test_blogfeedback_smoke_end_to_end(shared_data, tmp_path):
     reproduce("blogfeedback", shared_data, copy, budget="smoke", progress=False, echo=again.append,
               methods=("sparse_proxskip",))
     assert any("read back" in m for m in again) and not any("evaluating" in m for m in again)
+    # two worker processes give the same tables as one
+    forked = tmp_path / "forked"
+    reproduce("blogfeedback", shared_data, forked, budget="smoke", progress=False, echo=lambda *_: None, jobs=2)
+    check_results_dir(forked, "blogfeedback")
+    assert json.loads((forked / "tables" / "tables.json").read_text()) == \
+        json.loads((out / "tables" / "tables.json").read_text())
+    assert json.loads((forked / "run.json").read_text())["run_steps"] == \
+        json.loads((out / "run.json").read_text())["run_steps"]
 
 
 @pytest.mark.data

@@ -84,6 +84,7 @@ from ..tune import holdout_split, horizon, make_algorithm, tune_method
 from .demo import sparsity_to_k
 from .plots import have_matplotlib, plot_appendix_d, plot_paper_figure
 from .published import METHOD_LABELS, ORDERINGS, PUBLISHED
+from ._workers import run_forked
 from .tables import format_bits, markdown_table, mean_se
 
 __all__ = [
@@ -421,6 +422,7 @@ class _Pipeline:
         self.run_steps = {"tuning": 0, "final": 0, "appendix_d": 0}
         self.like = None  # an array template: where the runs compute (None: NumPy float64)
         self.data_key: dict = {}  # dataset, alpha, budget, pixels: part of every stored run's key
+        self.worker = ""  # set in forked workers
 
     def _dtype_key(self) -> dict:
         """Only a non-default dtype enters the stored keys (results of float64 runs stay valid)."""
@@ -429,7 +431,21 @@ class _Pipeline:
         return {"dtype": str(self.like.dtype).rsplit(".", 1)[-1]}
 
     def say(self, msg):
-        self.echo(f"[{self.dataset}/{self.budget.name}] {msg}")
+        tag = f"{self.dataset}/{self.budget.name}" + (f", {self.worker}" if self.worker else "")
+        self.echo(f"[{tag}] {msg}")
+
+    def counting(self, phase: str, fn, *args) -> int:
+        """``fn(*args)`` for a forked worker: the run-steps it adds to ``run_steps[phase]`` (picklable)."""
+        before = self.run_steps[phase]
+        out = fn(*args)
+        if phase == "final" and not out[1].get("read_back"):
+            self.run_steps[phase] += _run_steps(out[1])
+        return self.run_steps[phase] - before
+
+    def in_worker(self) -> None:
+        """In a forked worker (:func:`run_forked`): no progress bars, messages tagged with the process."""
+        self.progress = False
+        self.worker = f"worker {os.getpid()}"
 
     # -- tuning ----------------------------------------------------------------------------------
     def tune(self, method, problem, key):
@@ -801,6 +817,7 @@ def reproduce(
     device=None,
     dtype: str = "float64",
     pixels: str = "inverted",
+    jobs: int = 1,
 ) -> dict:
     """Reproduce the paper's BlogFeedback or FEMNIST experiment and write a results directory.
 
@@ -846,6 +863,13 @@ def reproduce(
         (closed-form local phases, host code) stay on NumPy. Stored runs are reused across backends
         and devices (the same computation up to rounding) but not across
         dtypes.
+    jobs : int
+        Worker processes for the tuning searches (one per method) and the
+        final runs (one per method and sparsity), forked after the data are
+        loaded and balanced by expected local steps (NumPy backend only).
+        Each worker stores its cells; this process then reads them back, so
+        the results are those of ``jobs=1``. Pair with one BLAS thread
+        (``proxfed --threads 1``).
     pixels : {"inverted", "leaf"}
         FEMNIST's pixel convention: ``"inverted"`` (default) trains on
         ``1 - x``, background 0 and ink near 1 as in MNIST; ``"leaf"`` keeps
@@ -884,6 +908,10 @@ def reproduce(
         raise ValueError(f"pixels must be one of {sorted(PIXEL_CONVENTIONS)}, got {pixels!r}")
     if pixels != "inverted" and dataset != "femnist":
         raise ValueError("pixels applies to FEMNIST only")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    if jobs > 1 and backend != "numpy":
+        raise ValueError("jobs > 1 forks worker processes, which needs backend='numpy'")
     like = B.array_template(backend, device, dtype)  # validates before any work
     out = Path(out_dir if out_dir is not None else f"proxfed-results/{dataset}-{b.name}")
     out.mkdir(parents=True, exist_ok=True)
@@ -956,6 +984,12 @@ def reproduce(
 
     # -- tuning
     t0 = time.perf_counter()
+    if jobs > 1 and len(pipe.methods) > 1:  # workers store the searches; the loop below reads them back
+        pipe.say(f"tuning {len(pipe.methods)} methods in {min(jobs, len(pipe.methods))} worker processes")
+        done = run_forked([lambda m=m: pipe.counting("tuning", pipe.tune, m, tune_problem, key) for m in pipe.methods],
+                          [1.0 if m == "proxskip" else float(len(b.tune_sparsities or pipe.sparsities))
+                           for m in pipe.methods], jobs, init=pipe.in_worker, echo=pipe.say)
+        pipe.run_steps["tuning"] += sum(done.values())
     for i, m in enumerate(pipe.methods, 1):
         pipe.say(f"[{i}/{len(pipe.methods)}] tuning")
         pipe.tuned[m] = pipe.tune(m, tune_problem, key)
@@ -963,6 +997,15 @@ def reproduce(
 
     # -- final runs
     t0 = time.perf_counter()
+    cells = [(m, s) for m in pipe.methods for s in ([None] if m == "proxskip" else pipe.sparsities)]
+    if jobs > 1 and len(cells) > 1:  # workers store the runs; the loop below reads them back
+        pipe.say(f"final runs: {len(cells)} cells in {min(jobs, len(cells))} worker processes")
+        params = {c: pipe.params_for(*c, final_problem) for c in cells}
+        done = run_forked(
+            [lambda c=c: pipe.counting("final", pipe.final_run, c[0], c[1], params[c], final_problem,
+                                       out / "runs" / c[0] / _skey(c[1]), b.communications) for c in cells],
+            [horizon(params[c], b.communications) for c in cells], jobs, init=pipe.in_worker, echo=pipe.say)
+        pipe.run_steps["final"] += sum(done.values())
     for i, m in enumerate(pipe.methods, 1):
         pipe.say(f"[{i}/{len(pipe.methods)}] final runs of {METHOD_LABELS[m]}")
         pipe.results[m] = {}

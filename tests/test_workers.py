@@ -1,0 +1,93 @@
+"""Forked workers of the reproductions: balancing, failure handling, and results equal to one process."""
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxfed.experiments._workers import balance, run_forked
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0, 1e3), max_size=30), st.integers(1, 8))
+def test_balance_assigns_every_task_once_with_the_lpt_bound(costs, jobs):
+    lists = balance(costs, jobs)
+    assert sorted(i for lst in lists for i in lst) == list(range(len(costs)))
+    assert len(lists) <= jobs and all(lst == sorted(lst) for lst in lists)
+    if costs:
+        loads = [sum(costs[i] for i in lst) for lst in lists]
+        # greedy on the least-loaded list: no list exceeds the mean load by more than one task
+        assert max(loads) <= sum(costs) / len(lists) + max(costs) + 1e-9
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_balance_rejects_bad_jobs(bad):
+    with pytest.raises(ValueError, match="jobs"):
+        balance([1.0], bad)
+
+
+def test_run_forked_returns_each_tasks_result_and_reports_failures(tmp_path):
+    def task(i):
+        if i == 2:
+            raise RuntimeError("boom")
+        (tmp_path / f"{i}.txt").write_text(str(os.getpid()))
+        return i * i
+
+    messages = []
+    results = run_forked([lambda i=i: task(i) for i in range(5)], [1, 2, 3, 4, 5], 2, echo=messages.append)
+    assert results == {0: 0, 1: 1, 3: 9, 4: 16}
+    assert len(messages) == 1 and "task 2 failed" in messages[0] and "boom" in messages[0]
+    pids = {(tmp_path / f"{i}.txt").read_text() for i in (0, 1, 3, 4)}
+    assert len(pids) == 2 and str(os.getpid()) not in pids  # two workers, neither is this process
+    assert run_forked([], [], 3) == {}
+    with pytest.raises(ValueError, match="costs"):
+        run_forked([lambda: 1], [], 2)
+
+
+def test_final_runs_in_workers_equal_one_process(tmp_path):
+    from proxfed.data import make_sparse_regression
+    from proxfed.experiments.paper import Budget, _Pipeline
+    from proxfed.problems import Ridge
+
+    prob = Ridge(make_sparse_regression(n_clients=5, n_features=8, n_informative=3, seed=2), alpha=1.0)
+    b = Budget("t", communications=4, seeds=3, tune_communications=1, n_stage1=1, n_stage2=0, records=4)
+    gamma = 0.5 / float(np.max(prob.smoothness()))
+    cells = [("sparse_proxskip", 0.8, {"gamma": gamma, "p": 0.4}), ("fediht", 0.9, {"gamma": gamma, "local_steps": 3}),
+             ("sparse_proxskip_local", 0.8, {"gamma": gamma, "p": 0.3})]
+
+    def where(root, m, s):
+        return root / "runs" / m / str(s)
+
+    solo = _Pipeline("blogfeedback", tmp_path / "solo", b, (), 0, False, lambda *_: None)
+    expected = [solo.final_run(m, s, p, prob, where(tmp_path / "solo", m, s), 4)[0] for m, s, p in cells]
+    pipe = _Pipeline("blogfeedback", tmp_path / "forked", b, (), 0, False, lambda *_: None)
+    fresh = run_forked([lambda c=c: not pipe.final_run(c[0], c[1], c[2], prob, where(tmp_path / "forked", c[0], c[1]),
+                                                      4)[1].get("read_back") for c in cells],
+                       [1, 1, 1], 2, init=pipe.in_worker)
+    assert fresh == {0: True, 1: True, 2: True}
+    for (m, s, p), want in zip(cells, expected):
+        got, summ = pipe.final_run(m, s, p, prob, where(tmp_path / "forked", m, s), 4)
+        assert summ.get("read_back")  # stored by a worker, read back here
+        assert set(got) == set(want) and "metric" in want
+        for name in set(want) - {"time"}:  # wall-clock seconds differ, nothing else may
+            np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_reproduce_and_cli_validate_jobs(tmp_path, capsys):
+    from proxfed.cli import main
+    from proxfed.experiments.paper import reproduce
+
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="jobs must be a positive integer"):
+            reproduce("blogfeedback", tmp_path, tmp_path / "out", jobs=bad)
+    with pytest.raises(ValueError, match="backend='numpy'"):
+        reproduce("blogfeedback", tmp_path, tmp_path / "out", jobs=2, backend="torch")
+    assert not (tmp_path / "out").exists()
+    for argv in (["reproduce", "blogfeedback", "--data-dir", str(tmp_path), "--jobs", "0"],
+                 ["reproduce", "femnist", "--data-dir", str(tmp_path), "--jobs", "2", "--backend", "torch"],
+                 ["reproduce", "cifar10", "--data-dir", str(tmp_path), "--jobs", "2"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert "--jobs" in capsys.readouterr().err
