@@ -13,6 +13,7 @@ from .comm import CommModel
 from .data import FederatedDataset, Split
 from .round_runner import run_rounds
 from .runner import RunResult, load_state, run
+from .memory import keep_freed_memory
 from .threads import blas_threads
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "run_rounds",
     "load_state",
     "blas_threads",
+    "keep_freed_memory",
     "algorithms",
     "comm",
     "metrics",

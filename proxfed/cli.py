@@ -20,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS/OpenMP threads for the command (default: the libraries' own setting)")
+    parser.add_argument("--release-memory", action="store_true",
+                        help="let the C library return freed memory to the system (default: keep it for reuse, "
+                             "see proxfed.memory.keep_freed_memory)")
     sub = parser.add_subparsers(dest="command")
     demo = sub.add_parser("demo", help="run every Algorithm-1 variant and FedHT/FedIHT on the synthetic default")
     demo.add_argument("--out", default="proxfed-results/demo", help="results directory (default: %(default)s)")
@@ -105,8 +108,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be >= 1")
+    from .memory import keep_freed_memory
     from .threads import blas_threads
 
+    if not args.release_memory:
+        keep_freed_memory()
     with blas_threads(args.threads):
         return _main(parser, args)
 

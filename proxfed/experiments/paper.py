@@ -79,6 +79,7 @@ from .. import _backend as B
 from ..round_runner import run_rounds, supports_rounds
 from ..runner import initial_models, run
 from ..theory import proxskip_parameters
+from ..memory import _state as _memory_state
 from ..threads import blas_info
 from ..tune import holdout_split, horizon, make_algorithm, tune_method
 from .demo import sparsity_to_k
@@ -287,7 +288,7 @@ def _data_folder(data_dir, name: str) -> Path:
 def _machine() -> dict:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "python": sys.version.split()[0], "numpy": np.__version__,
-            "proxfed": __version__,
+            "proxfed": __version__, "keep_freed_memory": _memory_state["keep_freed_memory"],
             "blas": [{k: lib[k] for k in ("internal_api", "num_threads", "version")} for lib in blas_info()]}
 
 
