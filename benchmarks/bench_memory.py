@@ -1,4 +1,4 @@
-"""Keeping freed memory (:func:`proxfed.keep_freed_memory`) against glibc's default, in one process.
+"""Keeping freed memory (:func:`proxfed.keep_freed_memory`) against glibc's default, in fresh processes.
 
 Workloads: Sparse-ProxSkip steps (K = 10%, p = 0.3) with R = 5 batched runs on the FEMNIST data
 (../shared/data when present, inverted pixels; else synthetic data of the same shape), and on

@@ -111,10 +111,13 @@ def main(argv=None) -> int:
     from .memory import keep_freed_memory
     from .threads import blas_threads
 
-    if not args.release_memory:
-        keep_freed_memory()
-    with blas_threads(args.threads):
-        return _main(parser, args)
+    kept = not args.release_memory and keep_freed_memory()
+    try:
+        with blas_threads(args.threads):
+            return _main(parser, args)
+    finally:  # a Python caller of main() gets its allocator settings back
+        if kept:
+            keep_freed_memory(False)
 
 
 def _main(parser, args) -> int:

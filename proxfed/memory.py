@@ -6,9 +6,10 @@ allocates several arrays of that size (the gradients of R runs of 100
 clients: R x 100 x 48,670 doubles), so every step the kernel faults in and
 zeroes new pages; on a shared virtual machine that system time was larger
 than the arithmetic (``docs/performance.rst``). :func:`keep_freed_memory`
-tells glibc to serve every allocation from its heap and never to trim it:
-freed arrays are reused as they are. The cost is that the process keeps its
-peak memory until it exits.
+tells glibc to serve every allocation from its heap and to trim it only
+when more than 2 GiB are free at its top: freed arrays are reused as they
+are. The cost is that the process keeps about its peak memory (more, if the
+heap fragments) until it exits or the setting is undone.
 """
 
 from __future__ import annotations
@@ -45,11 +46,12 @@ def keep_freed_memory(enable: bool = True) -> bool:
     """Serve every allocation from the heap and keep freed memory (glibc), or restore the defaults.
 
     ``enable=True`` sets ``M_MMAP_MAX = 0`` (no ``mmap`` per allocation) and a
-    trim threshold of 2 GiB - 1 (freed memory stays with the process);
-    ``enable=False`` restores glibc's defaults (65,536 and 128 KiB; the
-    dynamic mmap threshold stays off). Affects allocations made afterwards,
-    in the whole process. ``proxfed`` commands call it unless given
-    ``--release-memory``.
+    trim threshold of 2 GiB - 1 (freed memory stays with the process up to
+    that much); ``enable=False`` sets glibc's static defaults back (65,536
+    and 128 KiB), but the mmap threshold stays where glibc's dynamic rule had
+    moved it and that rule stays off. Affects allocations made afterwards,
+    in the whole process. ``proxfed`` commands turn it on for the command
+    (and off after it) unless given ``--release-memory``.
 
     Returns
     -------

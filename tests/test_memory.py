@@ -45,3 +45,28 @@ def test_keep_freed_memory_reports_whether_it_applied_and_restores():
     finally:
         assert memory.keep_freed_memory(False) is True
     assert memory._state["keep_freed_memory"] is False
+
+
+@pytest.mark.skipif(_glibc() is None, reason="needs glibc")
+def test_cli_keeps_freed_memory_for_the_command_only(monkeypatch):
+    import proxfed.cli as cli
+    import proxfed.memory as memory
+
+    seen = []
+    monkeypatch.setattr(cli, "_main", lambda parser, args: seen.append(memory._state["keep_freed_memory"]) or 0)
+    assert cli.main(["--version"]) == 0 and cli.main(["--release-memory", "--version"]) == 0
+    assert seen == [True, False]  # on during the command unless --release-memory ...
+    assert memory._state["keep_freed_memory"] is False  # ... and off again for the caller
+
+
+@pytest.mark.skipif(_glibc() is None, reason="needs glibc")
+def test_run_json_records_the_memory_setting():
+    import proxfed.memory as memory
+    from proxfed.experiments.paper import _machine
+
+    try:
+        memory.keep_freed_memory()
+        assert _machine()["keep_freed_memory"] is True
+    finally:
+        memory.keep_freed_memory(False)
+    assert _machine()["keep_freed_memory"] is False

@@ -42,6 +42,24 @@ def test_run_forked_returns_each_tasks_result_and_reports_failures(tmp_path):
     pids = {(tmp_path / f"{i}.txt").read_text() for i in (0, 1, 3, 4)}
     assert len(pids) == 2 and str(os.getpid()) not in pids  # two workers, neither is this process
     assert run_forked([], [], 3) == {}
+
+    def leave(i):
+        if i == 0:
+            raise SystemExit(3)  # stops its worker: task 1, in the same worker, is not run there
+        return i
+
+    messages.clear()
+    assert run_forked([lambda i=i: leave(i) for i in range(3)], [2, 1, 2], 2, echo=messages.append) == {2: 2}
+    assert any("task 0 failed" in m for m in messages) and any("unrun tasks [1]" in m for m in messages)
+
+    def killed(i):
+        if i == 0:
+            os._exit(9)  # dies without reporting, as under the OOM killer
+        return i
+
+    messages.clear()
+    assert run_forked([lambda i=i: killed(i) for i in range(2)], [1, 1], 2, echo=messages.append) == {1: 1}
+    assert any("exited with code 9" in m and "[0]" in m for m in messages)
     with pytest.raises(ValueError, match="costs"):
         run_forked([lambda: 1], [], 2)
 

@@ -276,8 +276,11 @@ def _jsonable(obj):
 
 
 def _write_json(path: Path, obj) -> None:
+    """Write through a temporary file and rename it, so a killed writer never leaves a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(obj), indent=2))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(_jsonable(obj), indent=2))
+    tmp.replace(path)
 
 
 def _data_folder(data_dir, name: str) -> Path:
@@ -865,9 +868,10 @@ def reproduce(
         and devices (the same computation up to rounding) but not across
         dtypes.
     jobs : int
-        Worker processes for the tuning searches (one per method) and the
-        final runs (one per method and sparsity), forked after the data are
-        loaded and balanced by expected local steps (NumPy backend only).
+        Worker processes for the tuning searches (one per method, balanced
+        by the number of tuned sparsities) and the final runs (one per
+        method and sparsity, balanced by expected local steps), forked after
+        the data are loaded (NumPy backend only).
         Each worker stores its cells; this process then reads them back, so
         the results are those of ``jobs=1``. Pair with one BLAS thread
         (``proxfed --threads 1``).
@@ -1003,7 +1007,7 @@ def reproduce(
         pipe.say(f"final runs: {len(cells)} cells in {min(jobs, len(cells))} worker processes")
         params = {c: pipe.params_for(*c, final_problem) for c in cells}
         done = run_forked(
-            [lambda c=c: pipe.counting("final", pipe.final_run, c[0], c[1], params[c], final_problem,
+            [lambda c=c, params=params: pipe.counting("final", pipe.final_run, c[0], c[1], params[c], final_problem,
                                        out / "runs" / c[0] / _skey(c[1]), b.communications) for c in cells],
             [horizon(params[c], b.communications) for c in cells], jobs, init=pipe.in_worker, echo=pipe.say)
         pipe.run_steps["final"] += sum(done.values())
