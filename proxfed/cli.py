@@ -60,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                      help="floating type of the runs (default: float64)")
     rep.add_argument("--jobs", type=int, default=1,
-                     help="worker processes for the tuning searches and final runs (numpy backend; pair with "
-                          "--threads 1; default: %(default)s)")
+                     help="worker processes for the tuning searches and final runs (numpy backend; each gets "
+                          "1/N of the BLAS threads; default: %(default)s)")
     rep.add_argument("--pixels", choices=("inverted", "leaf"), default=None,
                      help="femnist: train on 1 - x, background 0 as in MNIST (inverted, the default), or on "
                           "LEAF's x with its white background (leaf)")

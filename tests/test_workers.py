@@ -109,3 +109,21 @@ def test_reproduce_and_cli_validate_jobs(tmp_path, capsys):
         with pytest.raises(SystemExit):
             main(argv)
         assert "--jobs" in capsys.readouterr().err
+
+
+def test_workers_share_the_parents_blas_threads(tmp_path):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from proxfed.experiments.paper import Budget, _Pipeline
+
+    b = Budget("t", communications=1, seeds=1, tune_communications=1, n_stage1=1, n_stage2=0)
+    pipe = _Pipeline("blogfeedback", tmp_path, b, (), 0, False, lambda *_: None)
+
+    def blas_threads_here():
+        return max([lib["num_threads"] for lib in threadpool_info()] or [1])
+
+    with threadpool_limits(4):  # the parent's pools, whatever the machine
+        parent = blas_threads_here()
+        got = run_forked([blas_threads_here] * 2, [1, 1], 2, init=lambda: pipe.in_worker(2))
+    assert got == {0: max(1, parent // 2), 1: max(1, parent // 2)}
+    assert pipe.worker == ""  # the parent's pipeline is untouched

@@ -446,10 +446,16 @@ class _Pipeline:
             self.run_steps[phase] += _run_steps(out[1])
         return self.run_steps[phase] - before
 
-    def in_worker(self) -> None:
-        """In a forked worker (:func:`run_forked`): no progress bars, messages tagged with the process."""
+    def in_worker(self, jobs: int = 1) -> None:
+        """In one of ``jobs`` forked workers (:func:`run_forked`): no progress bars, messages tagged
+        with the process, and each BLAS pool cut to its share of the parent's threads (at least 1)."""
+        from threadpoolctl import threadpool_info, threadpool_limits
+
         self.progress = False
         self.worker = f"worker {os.getpid()}"
+        threads = max([lib["num_threads"] for lib in threadpool_info()] or [1])
+        if threads // jobs < threads:
+            threadpool_limits(max(1, threads // jobs))  # for the rest of this process's life
 
     # -- tuning ----------------------------------------------------------------------------------
     def tune(self, method, problem, key):
@@ -871,10 +877,10 @@ def reproduce(
         Worker processes for the tuning searches (one per method, balanced
         by the number of tuned sparsities) and the final runs (one per
         method and sparsity, balanced by expected local steps), forked after
-        the data are loaded (NumPy backend only).
+        the data are loaded (NumPy backend only). Each worker's BLAS pools
+        get this process's thread count divided by ``jobs`` (at least one).
         Each worker stores its cells; this process then reads them back, so
-        the results are those of ``jobs=1``. Pair with one BLAS thread
-        (``proxfed --threads 1``).
+        the results are those of ``jobs=1``.
     pixels : {"inverted", "leaf"}
         FEMNIST's pixel convention: ``"inverted"`` (default) trains on
         ``1 - x``, background 0 and ink near 1 as in MNIST; ``"leaf"`` keeps
@@ -993,7 +999,7 @@ def reproduce(
         pipe.say(f"tuning {len(pipe.methods)} methods in {min(jobs, len(pipe.methods))} worker processes")
         done = run_forked([lambda m=m: pipe.counting("tuning", pipe.tune, m, tune_problem, key) for m in pipe.methods],
                           [1.0 if m == "proxskip" else float(len(b.tune_sparsities or pipe.sparsities))
-                           for m in pipe.methods], jobs, init=pipe.in_worker, echo=pipe.say)
+                           for m in pipe.methods], jobs, init=lambda: pipe.in_worker(jobs), echo=pipe.say)
         pipe.run_steps["tuning"] += sum(done.values())
     for i, m in enumerate(pipe.methods, 1):
         pipe.say(f"[{i}/{len(pipe.methods)}] tuning")
@@ -1009,7 +1015,7 @@ def reproduce(
         done = run_forked(
             [lambda c=c, params=params: pipe.counting("final", pipe.final_run, c[0], c[1], params[c], final_problem,
                                        out / "runs" / c[0] / _skey(c[1]), b.communications) for c in cells],
-            [horizon(params[c], b.communications) for c in cells], jobs, init=pipe.in_worker, echo=pipe.say)
+            [horizon(params[c], b.communications) for c in cells], jobs, init=lambda: pipe.in_worker(jobs), echo=pipe.say)
         pipe.run_steps["final"] += sum(done.values())
     for i, m in enumerate(pipe.methods, 1):
         pipe.say(f"[{i}/{len(pipe.methods)}] final runs of {METHOD_LABELS[m]}")
