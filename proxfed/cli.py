@@ -160,10 +160,12 @@ def _main(parser, args) -> int:
             parser.error("--alpha validation is for blogfeedback (FEMNIST chooses alpha on its hold-out by default)")
         if args.pixels is not None and dataset != "femnist":
             parser.error("--pixels applies to femnist only")
-        if args.jobs < 1:
-            parser.error("--jobs must be >= 1")
-        if args.jobs > 1 and args.backend != "numpy":
-            parser.error("--jobs > 1 forks worker processes and needs --backend numpy")
+        from .experiments.paper import _check_options
+
+        try:
+            _check_options(dataset, args.pixels, args.jobs, args.backend)
+        except ValueError as exc:
+            parser.error(str(exc))
         if args.methods:
             bad = [m for m in args.methods if m not in PAPER_METHODS[dataset]]
             if bad:

@@ -809,6 +809,18 @@ def _appendix_d(pipe, tune_problem, final_problem, key) -> dict:
     return {"markdown": md, "numbers": numbers, "checks": checks, "figure": figure}
 
 
+def _check_options(dataset: str, pixels, jobs, backend: str) -> None:
+    """The checks of ``pixels`` (None: the default) and ``jobs`` shared by :func:`reproduce` and the CLI."""
+    if pixels is not None and pixels not in PIXEL_CONVENTIONS:
+        raise ValueError(f"pixels must be one of {sorted(PIXEL_CONVENTIONS)}, got {pixels!r}")
+    if pixels not in (None, "inverted") and dataset != "femnist":
+        raise ValueError("pixels applies to FEMNIST only (--pixels)")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer (--jobs), got {jobs!r}")
+    if jobs > 1 and backend != "numpy":
+        raise ValueError("jobs > 1 (--jobs) forks worker processes, which needs backend='numpy' (--backend numpy)")
+
+
 def reproduce(
     dataset: str,
     data_dir,
@@ -915,14 +927,7 @@ def reproduce(
                              "hold-out from the budget's grid when alpha is None")
     elif alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"alpha must be a positive number or 'validation', got {alpha!r}")
-    if pixels not in PIXEL_CONVENTIONS:
-        raise ValueError(f"pixels must be one of {sorted(PIXEL_CONVENTIONS)}, got {pixels!r}")
-    if pixels != "inverted" and dataset != "femnist":
-        raise ValueError("pixels applies to FEMNIST only")
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
-    if jobs > 1 and backend != "numpy":
-        raise ValueError("jobs > 1 forks worker processes, which needs backend='numpy'")
+    _check_options(dataset, pixels, jobs, backend)
     like = B.array_template(backend, device, dtype)  # validates before any work
     out = Path(out_dir if out_dir is not None else f"proxfed-results/{dataset}-{b.name}")
     out.mkdir(parents=True, exist_ok=True)
