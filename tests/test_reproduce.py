@@ -463,6 +463,14 @@ def test_femnist_smoke_end_to_end(shared_data, tmp_path):
     assert 10 * ref["conventions"]["inverted"]["L_max"] < ref["conventions"]["leaf"]["L_max"]
     rows = parse_markdown_tables((out / "diagnostics" / "dense_reference.md").read_text())[0][1]
     assert len(rows) == 2 * (1 + len(ks)) and rows[0][0] == "inverted (the runs')" and rows[-1][0] == "leaf"
+    check = json.loads((out / "diagnostics" / "alpha_check.json").read_text())
+    alphas = sorted({1e-3, 1e-4, 1e-5, 1e-6, run_info["alpha"]["alpha"]}, reverse=True)
+    assert [r["alpha"] for r in check["rows"]] == [a for a in alphas for _ in range(1 + len(ks))]
+    ours = [r for r in check["rows"] if r["alpha"] == run_info["alpha"]["alpha"]]
+    assert [(r["train"], r["test"]) for r in ours] == \
+        [(r["train"], r["test"]) for r in ref["conventions"]["inverted"]["rows"]]
+    rows = parse_markdown_tables((out / "diagnostics" / "alpha_check.md").read_text())[0][1]
+    assert len(rows) == len(check["rows"]) and sum("(the runs')" in r[0] for r in rows) == 1 + len(ks)
 
 
 def test_pixels_is_validated_before_any_work(tmp_path, capsys):
@@ -523,6 +531,26 @@ def test_softmax_dense_reference_is_the_dense_fit_and_its_topk():
     assert all(r["objective"] >= dense["objective"] for r in pruned)  # ... so pruning it can only raise F
     np.testing.assert_allclose(dense["test"], prob.score(_dense_fit(prob, 300), "test"))
     assert all(0.0 <= r["test"] <= 1.0 for r in ref["rows"])
+    np.testing.assert_allclose(dense["train"], prob.score(_dense_fit(prob, 300), "train"))
+    assert all(0.0 <= r["train"] <= 1.0 for r in ref["rows"])
+
+
+def test_softmax_alpha_check_fits_each_alpha():
+    from proxfed.data import make_fedprox_synthetic
+    from proxfed.experiments.paper import _dense_fit, softmax_alpha_check
+    from proxfed.problems import SoftmaxRegression
+
+    ds = make_fedprox_synthetic(n_clients=6, seed=1, test_fraction=0.3)
+    rows = softmax_alpha_check(ds, alphas=(1.0, 1e-3), ks=(5,), maxiter=300)
+    assert [(r["alpha"], r["k"]) for r in rows] == [(1.0, None), (1.0, 5), (1e-3, None), (1e-3, 5)]
+    for a in (1.0, 1e-3):  # each row is the fit at its own alpha
+        prob = SoftmaxRegression(ds, alpha=a, init="zeros")
+        w = _dense_fit(prob, 300)
+        dense = next(r for r in rows if r["alpha"] == a and r["k"] is None)
+        np.testing.assert_allclose([dense["train"], dense["test"], dense["objective"]],
+                                   [prob.score(w, "train"), prob.score(w, "test"), prob.objective(w)])
+    # weaker regularization fits the training images at least as well
+    assert rows[2]["train"] >= rows[0]["train"] and rows[2]["objective"] < rows[0]["objective"]
 
 
 @pytest.mark.data

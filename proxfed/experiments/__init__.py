@@ -16,6 +16,7 @@ from .paper import (
     reproduce_blogfeedback,
     reproduce_femnist,
     ridge_alpha_check,
+    softmax_alpha_check,
     softmax_dense_reference,
 )
 from .published import METHOD_LABELS, ORDERINGS, PUBLISHED
@@ -24,6 +25,7 @@ __all__ = [
     "DEMO_METHODS", "demo_methods", "run_demo", "sparsity_to_k",
     "Budget", "BUDGETS", "PAPER_METHODS", "get_budget", "reproduce", "reproduce_blogfeedback",
     "reproduce_femnist", "reproduce_appendix_d", "ridge_alpha_check",
+    "softmax_alpha_check",
     "softmax_dense_reference",
     "METHOD_LABELS", "PUBLISHED", "ORDERINGS",
 ]
