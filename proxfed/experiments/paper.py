@@ -372,10 +372,15 @@ def softmax_alpha_check(dataset, alphas, ks, maxiter: int = 500) -> list:
 
     rows = []
     for alpha in alphas:
-        ref = softmax_dense_reference(SoftmaxRegression(dataset, alpha=float(alpha), init="zeros"), ks, maxiter)
-        rows += [{"alpha": float(alpha), "k": r["k"], "train": r["train"], "test": r["test"],
-                  "objective": r["objective"], "grad_norm": ref["grad_norm"]} for r in ref["rows"]]
+        rows += _alpha_rows(alpha, softmax_dense_reference(
+            SoftmaxRegression(dataset, alpha=float(alpha), init="zeros"), ks, maxiter))
     return rows
+
+
+def _alpha_rows(alpha, ref: dict) -> list:
+    """The rows of :func:`softmax_alpha_check` from one :func:`softmax_dense_reference` at ``alpha``."""
+    return [{"alpha": float(alpha), "k": r["k"], "train": r["train"], "test": r["test"],
+             "objective": r["objective"], "grad_norm": ref["grad_norm"]} for r in ref["rows"]]
 
 
 def ridge_alpha_check(dataset, alphas=(1e3, 1e2, 1e1, 1.0), ks=(56, 28, 14)) -> list:
@@ -1133,9 +1138,10 @@ def reproduce(
             others = [a for a in check_key["alphas"] if a != alpha]
             pipe.say(f"alpha check: dense fits for alpha in {others}, {b.reference_iterations} L-BFGS iterations")
             rows = softmax_alpha_check(final_problem.dataset, others, ks, b.reference_iterations)
-            rows += [{"alpha": alpha, "k": r["k"], "train": r["train"], "test": r["test"], "objective": r["objective"],
-                      "grad_norm": ref["conventions"][pixels]["grad_norm"]} for r in ref["conventions"][pixels]["rows"]]
+            rows += _alpha_rows(alpha, ref["conventions"][pixels])
             check = {"key": check_key, "rows": sorted(rows, key=lambda r: -r["alpha"])}
+        else:
+            pipe.say("alpha check read back from diagnostics/alpha_check.json")
         md = _softmax_alpha_check_markdown(check, alpha, pixels, pipe.sparsities)
         (out / "diagnostics" / "alpha_check.md").write_text(md + "\n")
         _write_json(stored, check)
