@@ -211,6 +211,7 @@ def run(
     callbacks: Sequence[Callable] = (),
     progress: bool = False,
     jumps: bool = True,
+    communications: int | None = None,
 ) -> RunResult:
     """Run ``algorithm`` on ``problem`` for ``iterations`` local steps.
 
@@ -259,6 +260,15 @@ def run(
         problem's closed-form local phase where the algorithm allows it
         (ridge with dense local steps); equal to explicit steps up to rounding.
         Stretches never cross a history record.
+    communications : int, optional
+        Stop each run at its own ``communications``-th communication of this
+        call (``iterations`` is then a cap): the run is recorded there and
+        kept at that state, accounting included, while the others go on
+        (the way a diverged run is frozen), and the call ends when every
+        run has stopped. Batched runs with random coins then all make
+        exactly ``communications`` communications instead of a number that
+        varies between runs. A run without that many coins in
+        ``iterations`` steps runs to the cap; the message names it.
 
     Returns
     -------
@@ -284,11 +294,9 @@ def run(
     extra = np.unique(np.asarray([] if record_at is None else record_at, dtype=np.int64))
     if extra.size and (extra[0] < 1 or extra[-1] > iterations):
         raise ValueError(f"record_at must lie in [1, {iterations}], got {extra[0]}..{extra[-1]}")
-    # next_record[j] = the first recorded iteration count > j (every multiple of `every`, the end, record_at)
-    grid = np.union1d(np.arange(every, iterations + 1, every), np.append(extra, iterations))
-    next_record = grid[np.searchsorted(grid, np.arange(iterations), side="right")] if iterations else grid
-    recorded = np.zeros(iterations + 1, bool)
-    recorded[grid] = True
+    if communications is not None and (isinstance(communications, bool)
+                                       or not isinstance(communications, numbers.Integral) or communications < 1):
+        raise ValueError(f"communications must be a positive integer or None, got {communications!r}")
 
     if state is None:
         runs = algorithm.n_runs
@@ -306,6 +314,19 @@ def run(
     if coins is None:
         coins = algorithm.coins(iterations, seed=seed, runs=runs, start=state.t)
     coins = _check_coins(coins, iterations, batch)
+    asked = extra
+    # finish[r] = the iteration count (of this call) of run r's last step: its C-th communication, or the cap
+    finish, short = None, np.zeros(0, bool)
+    if communications is not None:
+        counts = np.cumsum(coins.reshape(-1, iterations), axis=1, dtype=np.int64)
+        short = (counts[:, -1] if iterations else np.zeros(counts.shape[0], np.int64)) < communications
+        finish = np.where(short, iterations, np.argmax(counts >= communications, axis=1) + 1).reshape(batch)
+        extra = np.union1d(extra, np.ravel(finish))
+    # next_record[j] = the first recorded iteration count > j (every multiple of `every`, the end, record_at)
+    grid = np.union1d(np.arange(every, iterations + 1, every), np.append(extra, iterations))
+    next_record = grid[np.searchsorted(grid, np.arange(iterations), side="right")] if iterations else grid
+    recorded = np.zeros(iterations + 1, bool)
+    recorded[grid] = True
 
     xp = B.namespace(state.w)
     recorder = _Recorder(algorithm, problem, evaluate, split, reference)
@@ -316,7 +337,8 @@ def run(
         "start_iteration": state.t,
         "seed": seed if isinstance(seed, numbers.Integral) else np.asarray(seed).tolist(),
         "every": every,
-        **({"record_at": extra.tolist()} if extra.size else {}),
+        **({"record_at": asked.tolist()} if asked.size else {}),
+        **({"communications": int(communications)} if communications is not None else {}),
         "split": split,
         "array_namespace": xp.__name__,
         "dtype": str(state.w.dtype),
@@ -328,6 +350,7 @@ def run(
     # its state at the last finite record ("good"): a single run stops there; in a batch the run is
     # frozen there (iterates, control variates and accounting) while the others go on.
     frozen = np.zeros(batch, bool)
+    finished = np.zeros(batch, bool)  # reached `communications`: kept at its state there
     diverged_at: dict[int, int] = {}
 
     def nonfinite_iterates(st) -> np.ndarray:
@@ -364,7 +387,7 @@ def run(
                     coin = coins[..., j]
                     new = algorithm.step(state, problem, coin if batch else bool(coin))
                 j += k
-                bad = nonfinite_iterates(new)
+                bad = nonfinite_iterates(new) & ~finished
                 if not batch and bad:
                     status = "diverged"
                     message = (f"iterates became non-finite at iteration {new.t}; "
@@ -374,6 +397,8 @@ def run(
                 if batch and (bad | frozen).any():
                     new = freeze(new, bad | frozen, good)
                     frozen = frozen | bad
+                if batch and finished.any():  # `good` holds them at their last step
+                    new = _merge_runs(~finished, new, good)
                 state = new
                 bar.update(k)
                 done = state.t - first_t
@@ -386,6 +411,7 @@ def run(
                                    f"kept the state of iteration {good.t} (the last finite record)")
                         state = good
                         break
+                    bad_loss = bad_loss & ~finished
                     if batch and (bad_loss & ~frozen).any():
                         state = freeze(state, bad_loss | frozen, good)
                         frozen = frozen | bad_loss
@@ -393,13 +419,20 @@ def run(
                     recorder.append(row)
                     good = state
                     stop = any(bool(cb(row, state)) for cb in callbacks)
-                if batch and frozen.all():
+                    if finish is not None:
+                        finished = finished | (finish == done)
+                if np.all(frozen | finished):
                     break
     if status == "completed" and frozen.any():
         status = "diverged"
         where = ", ".join(f"run {r} at iteration {t}" for r, t in sorted(diverged_at.items()))
         message = (f"runs {np.flatnonzero(frozen).tolist()} diverged ({where}) and were frozen at their last "
                    f"finite record; the others ran {state.t - first_t} iterations")
+    elif status == "completed" and finish is not None and np.all(finished):
+        message = f"completed {communications} communications per run (up to iteration {state.t})"
+        if short.any():
+            message += (f"; runs {np.flatnonzero(short).tolist()} made fewer in the cap of {iterations} "
+                        "iterations" if batch else f"; fewer in the cap of {iterations} iterations")
     elif status == "completed" and state.t - first_t < iterations:
         status, message = "stopped", f"stopped by a callback at iteration {state.t}"
     diverged = frozen.copy() if batch else np.asarray(status == "diverged")

@@ -448,7 +448,9 @@ def test_blogfeedback_smoke_end_to_end(shared_data, tmp_path):
 @pytest.mark.slow
 def test_femnist_smoke_end_to_end(shared_data, tmp_path):
     out = tmp_path / "femnist-smoke"
-    reproduce("femnist", shared_data, out, budget="smoke", progress=False, echo=lambda *_: None)
+    messages = []
+    reproduce("femnist", shared_data, out, budget="smoke", progress=False, echo=messages.append)
+    assert any("alpha check: dense fits" in m for m in messages)
     check_results_dir(out, "femnist", appendix_d=True)
     run_info = json.loads((out / "run.json").read_text())
     assert run_info["data"]["n_clients"] == 100 and run_info["data"]["n_validation"] > 0
@@ -466,11 +468,27 @@ def test_femnist_smoke_end_to_end(shared_data, tmp_path):
     check = json.loads((out / "diagnostics" / "alpha_check.json").read_text())
     alphas = sorted({1e-3, 1e-4, 1e-5, 1e-6, run_info["alpha"]["alpha"]}, reverse=True)
     assert [r["alpha"] for r in check["rows"]] == [a for a in alphas for _ in range(1 + len(ks))]
+    # the runs' alpha is the dense reference of the runs' pixels (not LEAF's: other objective values)
     ours = [r for r in check["rows"] if r["alpha"] == run_info["alpha"]["alpha"]]
-    assert [(r["train"], r["test"]) for r in ours] == \
-        [(r["train"], r["test"]) for r in ref["conventions"]["inverted"]["rows"]]
+    inverted = ref["conventions"]["inverted"]
+    assert [(r["objective"], r["train"], r["test"]) for r in ours] == \
+        [(r["objective"], r["train"], r["test"]) for r in inverted["rows"]]
+    assert {r["grad_norm"] for r in ours} == {inverted["grad_norm"]}
+    # L-BFGS from w = 0 only descends, and F(0) = log(62) for every alpha
+    assert all(r["objective"] < np.log(62) for r in check["rows"] if r["k"] is None)
     rows = parse_markdown_tables((out / "diagnostics" / "alpha_check.md").read_text())[0][1]
     assert len(rows) == len(check["rows"]) and sum("(the runs')" in r[0] for r in rows) == 1 + len(ks)
+    # a second call (on a copy) reads both diagnostics back instead of fitting again
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    again = []
+    reproduce("femnist", shared_data, copy, budget="smoke", progress=False, echo=again.append,
+              methods=("sparse_proxskip",), appendix_d=False)
+    assert any("alpha check read back" in m for m in again)
+    assert any("dense reference read back" in m for m in again)
+    assert not any("alpha check: dense fits" in m or "L-BFGS" in m for m in again)
+    assert (copy / "diagnostics" / "alpha_check.md").read_text() == \
+        (out / "diagnostics" / "alpha_check.md").read_text()
 
 
 def test_pixels_is_validated_before_any_work(tmp_path, capsys):
@@ -595,3 +613,15 @@ def test_alpha_validation_is_refused_for_femnist(tmp_path):
         main(["reproduce", "femnist", "--data-dir", str(tmp_path), "--alpha", "validation"])
     with pytest.raises(SystemExit):
         main(["reproduce", "blogfeedback", "--data-dir", str(tmp_path), "--alpha", "lots"])
+
+
+def test_row_sparsities_label_by_position_when_ks_repeat():
+    from proxfed.experiments.paper import _row_sparsities
+
+    ks, sparsities = [2, 1, 1], [0.8, 0.9, 0.95]  # a tiny dim: 90% and 95% both keep K = 1
+    rows = [{"k": k} for k in (None, *ks)] * 2
+    assert _row_sparsities(rows, ks, sparsities) == [None, 0.8, 0.9, 0.95] * 2
+    with pytest.raises(ValueError, match="out of the order"):
+        _row_sparsities([{"k": None}, {"k": 1}], ks, sparsities)
+    with pytest.raises(ValueError, match="out of the order"):
+        _row_sparsities(rows[:4] + [{"k": 1}], ks, sparsities)

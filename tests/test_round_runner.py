@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import proxfed
 from proxfed import algorithms as A
@@ -76,3 +78,84 @@ def test_a_diverging_run_is_frozen_and_the_others_go_on(ridge):
     assert res.state.communications[0] == 40 and res.state.communications[1] < 40
     single = proxfed.run_rounds(A.proxskip(50 * g, 0.3), ridge, 40, seed=1)
     assert single.status == "diverged" and np.all(np.isfinite(single.state.w))
+
+
+# -- proxfed.run(..., communications=C): every run stops at its own C-th communication -------------
+
+def test_exact_communications_equal_each_run_alone(ridge):
+    g, C = _gamma(ridge), 15
+    ps = np.array([0.15, 0.4, 0.8])
+    seeds = [4, 5, 6]
+    alg = A.sparse_proxskip_local(np.full(3, g), ps, 5)  # no closed form: explicit local steps
+    times = communication_times(alg, C, seed=seeds, runs=3)
+    cap = int(times[:, -1].max()) + 1
+    res = proxfed.run(alg, ridge, cap + 50, seed=seeds, every=7, communications=C)
+    assert res.status == "completed" and f"completed {C} communications" in res.message
+    np.testing.assert_array_equal(res.state.communications, [C] * 3)
+    np.testing.assert_array_equal(res.history["communications"][-1], [C] * 3)
+    assert res.history["iteration"][-1] == cap and res.config["communications"] == C
+    for r, p in enumerate(ps):
+        alone = proxfed.run(A.sparse_proxskip_local(g, float(p), 5), ridge, int(times[r, -1]) + 1,
+                            seed=[seeds[r]], every=1000)
+        np.testing.assert_allclose(res.w[r], alone.w[0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_array_equal(res.state.bits_up[r], alone.state.bits_up[0])
+        # recorded at its own last step, and constant after it
+        it = res.history["iteration"]
+        at = np.flatnonzero(it >= times[r, -1] + 1)
+        assert it[at[0]] == times[r, -1] + 1
+        assert np.all(res.history["loss"][at, r] == res.history["loss"][at[0], r])
+
+
+def test_exact_communications_with_jumps_are_the_rounds_of_run_rounds(ridge):
+    g, C = _gamma(ridge), 12
+    alg = A.sparse_proxskip(np.full(2, g), np.array([0.2, 0.5]), 5)
+    rounds = proxfed.run_rounds(alg, ridge, C, seed=[7, 8], every=C)
+    plain = proxfed.run(alg, ridge, 10_000, seed=[7, 8], communications=C)
+    np.testing.assert_allclose(plain.w, rounds.w, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(plain.state.communications, rounds.state.communications)
+
+
+def test_exact_communications_cap_and_validation(ridge):
+    g = _gamma(ridge)
+    alg = A.sparse_proxskip_local(np.full(2, g), np.array([0.05, 1.0]), 5)
+    res = proxfed.run(alg, ridge, 20, seed=[0, 1], communications=10)
+    assert res.state.communications[1] == 10 and res.state.communications[0] < 10
+    assert "runs [0] made fewer" in res.message and res.state.t == 20
+    single = proxfed.run(A.sparse_proxskip_local(g, 0.5, 5), ridge, 500, seed=3, communications=4)
+    assert int(single.state.communications) == 4 and single.status == "completed"
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="communications must be a positive integer"):
+            proxfed.run(alg, ridge, 5, seed=[0, 1], communications=bad)
+
+
+def test_exact_communications_a_diverging_run_is_frozen_the_others_finish(ridge):
+    g = _gamma(ridge)
+    alg = A.sparse_proxskip_local(np.array([g, 80 * g]), np.array([0.3, 0.3]), 5)
+    res = proxfed.run(alg, ridge, 2000, seed=[0, 1], every=3, communications=30)
+    assert res.status == "diverged" and res.diverged.tolist() == [False, True]
+    assert res.state.communications[0] == 30 and res.state.communications[1] < 30
+    assert np.all(np.isfinite(res.history["loss"])) and np.all(np.isfinite(res.state.w))
+
+
+@settings(max_examples=25, deadline=None)
+@given(ps=st.lists(st.floats(0.05, 1.0), min_size=1, max_size=4), C=st.integers(1, 12),
+       seed=st.integers(0, 10_000), method=st.sampled_from(["sparse_proxskip_local", "randprox_l1", "proxskip"]))
+def test_exact_communications_property_every_run_makes_exactly_C(ps, C, seed, method):
+    problem = Ridge(make_sparse_regression(n_clients=6, n_features=8, seed=1), alpha=5.0)
+    g, R = _gamma(problem), len(ps)
+    make = {"sparse_proxskip_local": lambda: A.sparse_proxskip_local(np.full(R, g), np.array(ps), 3),
+            "randprox_l1": lambda: A.randprox_l1(np.full(R, g), np.array(ps), 0.01),
+            "proxskip": lambda: A.proxskip(np.full(R, g), np.array(ps))}
+    alg = make[method]()
+    seeds = [seed + r for r in range(R)]
+    times = communication_times(alg, C, seed=seeds, runs=R)
+    res = proxfed.run(alg, problem, int(times[:, -1].max()) + 1, seed=seeds, every=5, communications=C)
+    assert res.status == "completed"
+    np.testing.assert_array_equal(res.state.communications, [C] * R)
+    # each run's record at its own last step already shows all C communications
+    it = res.history["iteration"]
+    for r in range(R):
+        row = np.flatnonzero(it == times[r, -1] + 1)[0]
+        assert res.history["communications"][row, r] == C
+        if row > 0:
+            assert res.history["communications"][row - 1, r] < C

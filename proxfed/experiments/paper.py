@@ -166,9 +166,11 @@ class Budget:
         Additional metric thresholds for a second communication table (a short
         budget may reach none of the paper's); they do not change any run.
     reference_iterations : int
-        FEMNIST: L-BFGS iterations of the dense centralized fit on the full
-        training set that ``diagnostics/dense_reference.md`` reports (the
-        paper's 85.4% reference); it changes no run.
+        FEMNIST: L-BFGS iterations of each dense centralized fit on the full
+        training set: the two of ``diagnostics/dense_reference.md`` (the
+        paper's 85.4% reference, under both pixel conventions) and the
+        ``len(FEMNIST_CHECK_ALPHAS)`` more of ``diagnostics/alpha_check.md``
+        (each alpha but the runs'); it changes no run.
     driver : {"auto", "run"}
         ``"auto"``: runs of methods with a closed-form local phase (ridge,
         dense local steps) go through :func:`proxfed.run_rounds` and make
@@ -1162,14 +1164,26 @@ def reproduce(
     return result
 
 
+def _row_sparsities(rows, ks, sparsities) -> list:
+    """The sparsity of each row of groups ``[dense, TopK at ks[0], ks[1], ...]`` (None for dense).
+
+    By position, not by ``K``: two sparsities can round to the same ``K``.
+    """
+    out, j = [], 0
+    for row in rows:
+        j = 0 if row["k"] is None else j + 1
+        if j and (j > len(ks) or row["k"] != ks[j - 1]):
+            raise ValueError(f"row with K = {row['k']} out of the order of ks = {list(ks)}")
+        out.append(None if j == 0 else sparsities[j - 1])
+    return out
+
+
 def _dense_reference_markdown(ref: dict, alpha: float, pixels: str, sparsities) -> str:
     """``dense_reference.md``: the dense fit and its TopK under each pixel convention, beside Final-TopK's."""
     paper = PUBLISHED["femnist"]["metric"]["final_topk"]
-    by_k = dict(zip(ref["key"]["ks"], sparsities))
     rows = []
     for conv, r in ref["conventions"].items():
-        for row in r["rows"]:
-            s = by_k.get(row["k"])
+        for row, s in zip(r["rows"], _row_sparsities(r["rows"], ref["key"]["ks"], sparsities)):
             rows.append([conv + (" (the runs')" if conv == pixels else ""), row["model"],
                          "dense" if row["k"] is None else f"{row['k']} ({100 * s:g}%)",
                          f"{100 * row['test']:.1f}", f"{100 * row['train']:.1f}", f"{row['objective']:.4f}",
@@ -1188,11 +1202,10 @@ def _dense_reference_markdown(ref: dict, alpha: float, pixels: str, sparsities) 
 
 def _softmax_alpha_check_markdown(check: dict, alpha: float, pixels: str, sparsities) -> str:
     """``alpha_check.md`` on FEMNIST: train and test accuracy of the dense fit and its TopK per alpha."""
-    by_k = dict(zip(check["key"]["ks"], sparsities))
     rows = [[f"{r['alpha']:g}" + (" (the runs')" if r["alpha"] == alpha else ""),
-             "dense" if r["k"] is None else f"{r['k']} ({100 * by_k[r['k']]:g}%)",
+             "dense" if s is None else f"{r['k']} ({100 * s:g}%)",
              f"{100 * r['train']:.1f}", f"{100 * r['test']:.1f}", f"{r['objective']:.4f}", f"{r['grad_norm']:.2e}"]
-            for r in check["rows"]]
+            for r, s in zip(check["rows"], _row_sparsities(check["rows"], check["key"]["ks"], sparsities))]
     return ("# Diagnostic: the dense centralized fit and its TopK for several alpha (FEMNIST)\n\n"
             f"L-BFGS on the full training set from 0, at most {check['key']['iterations']} iterations, "
             f"`{pixels}` pixels. The paper's dense reference is 85.4% and does not say on which split; "
@@ -1212,7 +1225,7 @@ def _write_readme(pipe, result, run_info) -> None:
         parts.append(md.replace("# ", "## ", 1) + "\n")
     for f in result.get("figures", []):
         parts.append(f"![{Path(f).stem}](figures/{Path(f).name})\n")
-    for name in ("alpha_check", "dense_reference"):
+    for name in ("dense_reference", "alpha_check"):  # FEMNIST's alpha check builds on the dense reference
         if name in result:
             parts.append(result[name].replace("# ", "## ", 1) + "\n")
     if "appendix_d" in result:
