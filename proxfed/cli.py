@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="smoke: minutes, checks the pipeline (not a reproduction); quick (BlogFeedback only): "
                           "300 communications, about 25 minutes; small: BlogFeedback 500 communications (about an "
                           "hour), FEMNIST 30 (hours on one core); paper: the protocol (default: %(default)s)")
+    rep.add_argument("--driver", choices=("auto", "exact", "run"), default=None,
+                     help="how runs are driven (default: the budget's): exact makes every run of every "
+                          "method exactly the horizon's communications (methods without a closed-form local "
+                          "phase stop each seed at its own last communication instead of running the expected "
+                          "number of local steps); run drives all by proxfed.run in expectation")
     rep.add_argument("--out", default=None, help="results directory (default: proxfed-results/<dataset>-<budget>)")
     rep.add_argument("--methods", nargs="+", default=None, help="subset of the methods")
     rep.add_argument("--seed", type=int, default=0, help="seed of the tuning; final runs use seed+1.. (default: 0)")
@@ -76,6 +81,8 @@ def _reproduce_cifar10(parser, args) -> int:
         parser.error("--pixels applies to femnist only")
     if args.jobs != 1:
         parser.error("--jobs applies to blogfeedback and femnist")
+    if args.driver is not None:
+        parser.error("--driver applies to blogfeedback and femnist")
     try:
         from proxfed_dl.algorithms import ALGORITHMS
         from proxfed_dl.reproduce import CIFAR10_METHODS, reproduce_cifar10
@@ -181,7 +188,8 @@ def _main(parser, args) -> int:
                   methods=tuple(args.methods) if args.methods else None, seed=args.seed, alpha=args.alpha,
                   appendix_d=(dataset == "femnist" and not args.no_appendix_d) or only_d, main=not only_d,
                   cache_dir=args.cache_dir, progress=not args.no_progress, backend=args.backend,
-                  device=args.device, dtype=args.dtype, pixels=args.pixels or "inverted", jobs=args.jobs)
+                  device=args.device, dtype=args.dtype, pixels=args.pixels or "inverted", jobs=args.jobs,
+                  driver=args.driver)
         return 0
     parser.print_help()
     return 2

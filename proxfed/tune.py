@@ -589,6 +589,11 @@ def tune_method(
       recorded exactly there. A stage's runs are split into sub-batches of
       similar horizons (:func:`horizon_groups`); each runs to its largest
       horizon with about ``records`` records.
+    * ``"exact"``: as ``"auto"``, but where that would use ``run``, each
+      run stops at its own ``communications``-th communication
+      (:func:`proxfed.run` with ``communications``; capped at
+      ``max_iterations``) and is scored there: every run makes exactly
+      ``communications`` communications, as with ``run_rounds``.
 
     A run the driver froze because it diverged (with ``run``: at or before
     its horizon) scores ``None`` with status ``"diverged"``.
@@ -602,8 +607,8 @@ def tune_method(
     ks : sequence of int or None
         The TopK sizes to tune for (``(None,)`` for dense ProxSkip).
     communications : int
-        The tuning horizon in communications (exact with ``run_rounds``,
-        expected with ``run``).
+        The tuning horizon in communications (exact with ``run_rounds`` and
+        ``exact``, expected with ``run``).
     space : SearchSpace, optional
     n_stage1, n_stage2, narrow, seed :
         See :func:`random_search`.
@@ -613,7 +618,7 @@ def tune_method(
         History records per batched run (``run`` driver).
     max_iterations : int, optional
         Cap on the local steps of a batched run (``run`` driver).
-    driver : {"auto", "run_rounds", "run"}
+    driver : {"auto", "run_rounds", "run", "exact"}
         How the batches are run (above); ``"run_rounds"`` raises
         :class:`~proxfed.round_runner.NoClosedForm` for a method without a
         closed-form local phase. Part of the search's key.
@@ -645,8 +650,8 @@ def tune_method(
 
     if split == "test":
         raise ValueError("tuning on the test split is not allowed; use a validation split (see holdout_split)")
-    if driver not in ("auto", "run_rounds", "run"):
-        raise ValueError(f"driver must be 'auto', 'run_rounds' or 'run', got {driver!r}")
+    if driver not in ("auto", "run_rounds", "run", "exact"):
+        raise ValueError(f"driver must be 'auto', 'run_rounds', 'run' or 'exact', got {driver!r}")
     if not problem.has_split(split):
         raise ValueError(f"the problem's dataset has no {split!r} split; see proxfed.tune.holdout_split")
     if space is None:
@@ -672,15 +677,20 @@ def tune_method(
             metric = np.asarray(res.history["metric"])[-1].reshape(R)
             T, run_steps = int(steps.max()), int(steps.sum())
         else:
-            used = "run"
-            hz = np.array([horizon(c, communications) for c in configs])
+            used = "run_exact" if driver == "exact" else "run"
+            if used == "run_exact":  # each run's own last step: its C-th coin
+                hz = round_runner.communication_times(alg, int(communications), seed=[int(seed)] * R,
+                                                      runs=R)[:, -1] + 1
+            else:
+                hz = np.array([horizon(c, communications) for c in configs])
             if max_iterations is not None:
                 hz = np.minimum(hz, int(max_iterations))
             T = int(hz.max())
             if like is not None:
                 w0 = B.from_numpy(w0, like=like)
             res = runner.run(alg, problem, T, seed=[int(seed)] * R, split=split, w0=w0,
-                             every=max(1, T // max(1, int(records))), record_at=hz, progress=progress)
+                             every=max(1, T // max(1, int(records))), record_at=hz, progress=progress,
+                             communications=int(communications) if used == "run_exact" else None)
             it = np.asarray(res.history["iteration"])
             rows = np.maximum(np.searchsorted(it, hz, side="right") - 1, 0)  # the record at the horizon
             metric = np.asarray(res.history["metric"]).reshape(len(it), R)[rows, np.arange(R)]
@@ -690,7 +700,7 @@ def tune_method(
                              "seconds": seconds, "status": res.status})
         say(f"    {R} runs, up to {T} iterations ({used}) in {seconds:.1f} s ({res.status})")
         bad = diverged_runs(res, R)
-        if used == "run":  # diverged after its horizon: its score at the horizon stands
+        if used != "run_rounds":  # diverged after its horizon: its score at the horizon stands
             bad &= np.array([res.diverged_at.get(r, 0) <= hz[r] for r in range(R)])
         return [(None, "diverged") if bad[r] else float(metric[r]) for r in range(R)]
 
@@ -707,7 +717,7 @@ def tune_method(
 
     def _rounds_used(configs):
         """The driver of a stage, decided once on the host (the rule and problem fix it, not the values)."""
-        if driver == "run":
+        if driver == "run":  # ("exact" is "auto" with exact counts where "auto" would run expected ones)
             return False
         if driver == "run_rounds":
             return True

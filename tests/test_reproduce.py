@@ -230,6 +230,54 @@ def test_tune_driver_choice(problem):
         tune_method("sparse_proxskip", problem, [k], driver="rounds", **kw)
 
 
+def test_tune_exact_driver_scores_each_run_at_its_own_last_communication(problem):
+    k = sparsity_to_k(problem.dim, 0.8)
+    kw = dict(communications=5, n_stage1=4, n_stage2=0, seed=1, p_range=(0.1, 1.0))
+    local = tune_method("sparse_proxskip_local", problem, [k], driver="exact", **kw)
+    sps = tune_method("sparse_proxskip", problem, [k], driver="exact", **kw)
+    assert {r["driver"] for r in local.info["runs"]} == {"run_exact"}
+    assert [r["driver"] for r in sps.info["runs"]] == ["run_rounds"]  # closed form: the rounds driver
+    for t in local.trials:  # each score is a lone run to its own 5th communication, on the validation split
+        alg = make_algorithm("sparse_proxskip_local", t["params"], k)
+        T = int(proxfed.round_runner.communication_times(alg, 5, seed=1)[0, -1]) + 1
+        alone = proxfed.run(alg, problem, T, seed=1, split="validation", every=T)
+        assert int(alone.state.communications) == 5
+        assert t["score"] == pytest.approx(float(alone.history["metric"][-1]), rel=1e-9, abs=1e-12)
+    expected = tune_method("sparse_proxskip_local", problem, [k], driver="run", **kw)
+    assert [t["params"] for t in expected.trials] == [t["params"] for t in local.trials]
+
+
+def test_final_run_exact_driver_makes_exactly_the_horizon_per_seed(problem, tmp_path):
+    from proxfed.experiments.paper import _Pipeline
+
+    budget = BUDGETS["blogfeedback"]["smoke"].with_driver("exact")
+    assert budget.driver == "exact" and BUDGETS["blogfeedback"]["smoke"].driver == "auto"
+    with pytest.raises(ValueError, match="driver must be one of"):
+        BUDGETS["blogfeedback"]["smoke"].with_driver("exactly")
+    pipe = _Pipeline("blogfeedback", tmp_path, budget, (), 0, False, lambda *_: None)
+    gamma = 1.0 / float(np.max(problem.smoothness()))
+    params = {"gamma": gamma, "p": 0.25}
+    hist, summ = pipe.final_run("sparse_proxskip_local", 0.9, params, problem, tmp_path / "cell", 12)
+    assert summ["driver"] == "run_exact" and summ["key"]["driver"] == "run_exact"
+    np.testing.assert_array_equal(hist["communications"][-1], [12] * budget.seeds)
+    k = sparsity_to_k(problem.dim, 0.9)
+    for j, seed in enumerate(summ["seeds"]):
+        alg = make_algorithm("sparse_proxskip_local", params, k)
+        T = int(proxfed.round_runner.communication_times(alg, 12, seed=seed)[0, -1]) + 1
+        assert summ["iterations"][j] == T
+        alone = proxfed.run(alg, problem, T, seed=[seed], w0=proxfed.runner.initial_models(
+            problem, summ["seeds"], len(summ["seeds"]))[j:j + 1], every=T)
+        assert summ["metric"][j] == pytest.approx(float(alone.history["metric"][-1][0]), rel=1e-9)
+    # read back under the same driver; the default driver is another run
+    again, summ2 = pipe.final_run("sparse_proxskip_local", 0.9, params, problem, tmp_path / "cell", 12)
+    assert summ2.get("read_back")
+    pipe.budget = BUDGETS["blogfeedback"]["smoke"]
+    _, expected = pipe.final_run("sparse_proxskip_local", 0.9, params, problem, tmp_path / "cell", 12)
+    assert not expected.get("read_back") and expected["driver"] == "run"
+    with pytest.raises(ValueError, match="driver must be one of"):
+        reproduce("blogfeedback", tmp_path, tmp_path / "out", driver="exactly")
+
+
 def test_diverged_configurations_are_failures(problem):
     k = sparsity_to_k(problem.dim, 0.8)
     res = tune_method("sparse_proxskip", problem, [k], communications=40, n_stage1=8, n_stage2=2, seed=0,
@@ -350,8 +398,11 @@ def check_results_dir(out, dataset, appendix_d=False):
                     assert h[key].shape[0] == summ["records"], (m, s, key)
                 assert h["metric"].shape == (summ["records"], budget.seeds)
                 assert np.allclose(h["metric"][-1], summ["metric"])
-                assert np.all(np.broadcast_to(h["iteration"][-1], (budget.seeds,)) == summ["iterations"])
-                if summ["driver"] == "run_rounds":  # exactly the budget's communications
+                if summ["driver"] == "run_exact":  # each seed stopped at its own last communication
+                    assert h["iteration"][-1] == max(summ["iterations"])
+                else:
+                    assert np.all(np.broadcast_to(h["iteration"][-1], (budget.seeds,)) == summ["iterations"])
+                if summ["driver"] in ("run_rounds", "run_exact"):  # exactly the budget's communications
                     assert np.all(h["communications"][-1] == budget.communications)
             with np.load(d / "final_w.npz") as f:
                 w = f["w"]

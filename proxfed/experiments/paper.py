@@ -26,7 +26,8 @@ Figures 6-8) call :func:`reproduce`. The protocol, exactly:
    communications scored by the **validation** metric after TopK (exactly
    that many with :func:`proxfed.run_rounds` for the methods with a
    closed-form local phase, in expectation with :func:`proxfed.run` for the
-   others; see the budget's ``driver``).
+   others, or, with the ``exact`` driver, exactly for all: each run stops at
+   its own last communication; see the budget's ``driver``).
    Diverged configurations are failures. Sparsities the budget does not tune
    reuse the configuration of the nearest tuned sparsity; if every
    configuration fails the method falls back to ``gamma = 1/L`` and
@@ -35,6 +36,7 @@ Figures 6-8) call :func:`reproduce`. The protocol, exactly:
    hyperparameters, ``seeds`` seeds batched in one run of ``communications``
    communications (by the same driver as the tuning: exactly, or in
    expectation over ``horizon(params, communications)`` local steps),
+   each seed with its own coins,
    evaluated on the **test** split after TopK
    (dense ProxSkip: no TopK, a reference). The tables report the mean and
    standard error over the seeds of the final values.
@@ -77,7 +79,7 @@ import numpy as np
 
 from .. import __version__
 from .. import _backend as B
-from ..round_runner import run_rounds, supports_rounds
+from ..round_runner import communication_times, run_rounds, supports_rounds
 from ..runner import initial_models, run
 from ..theory import proxskip_parameters
 from ..memory import _state as _memory_state
@@ -122,6 +124,10 @@ PIXEL_CONVENTIONS = {
 REPORT_ONLY = ("extra_thresholds", "reference_iterations")
 APPENDIX_D_METHODS = ("sparse_proxskip", "sps_modified", "accelerated_server_pruning", "asp_modified")
 METRIC_LABEL = {"blogfeedback": "test R²", "femnist": "test accuracy"}
+
+
+#: The budgets' run drivers (:attr:`Budget.driver`).
+DRIVERS = ("auto", "exact", "run")
 
 
 @dataclass(frozen=True)
@@ -171,13 +177,17 @@ class Budget:
         paper's 85.4% reference, under both pixel conventions) and the
         ``len(FEMNIST_CHECK_ALPHAS)`` more of ``diagnostics/alpha_check.md``
         (each alpha but the runs'); it changes no run.
-    driver : {"auto", "run"}
+    driver : {"auto", "exact", "run"}
         ``"auto"``: runs of methods with a closed-form local phase (ridge,
         dense local steps) go through :func:`proxfed.run_rounds` and make
         exactly the horizon's communications; the others go through
         :func:`proxfed.run` for the expected number of local steps.
-        ``"run"``: every run through :func:`proxfed.run` (how the ``quick``
-        results were made).
+        ``"exact"``: as ``"auto"``, but the others stop each seed at its own
+        last communication of the horizon (:func:`proxfed.run` with
+        ``communications``), so every run of every method makes exactly the
+        horizon's communications (tuning runs too).
+        ``"run"``: every run through :func:`proxfed.run` for the expected
+        number of local steps (how the ``quick`` results were made).
     """
 
     name: str
@@ -201,9 +211,15 @@ class Budget:
     driver: str = "auto"
     reference_iterations: int = 500
 
+    def with_driver(self, driver: str | None) -> "Budget":
+        """This budget with another ``driver`` (None: unchanged); its runs are new ones."""
+        from dataclasses import replace
+
+        return self if driver is None or driver == self.driver else replace(self, driver=driver)
+
     def __post_init__(self):
-        if self.driver not in ("auto", "run"):
-            raise ValueError(f"driver must be 'auto' or 'run', got {self.driver!r}")
+        if self.driver not in DRIVERS:
+            raise ValueError(f"driver must be one of {', '.join(map(repr, DRIVERS))}, got {self.driver!r}")
         if isinstance(self.reference_iterations, bool) or not isinstance(self.reference_iterations, int) \
                 or self.reference_iterations < 1:
             raise ValueError(f"reference_iterations must be a positive integer, got {self.reference_iterations!r}")
@@ -545,19 +561,28 @@ class _Pipeline:
         alg = make_algorithm(method, {n: np.full(len(seeds), v) for n, v in params.items()},
                              None if k is None else k)
         w0 = initial_models(problem, seeds, len(seeds))
-        rounds = b.driver == "auto" and supports_rounds(alg, problem, w0=w0)  # decided on the host
+        rounds = b.driver != "run" and supports_rounds(alg, problem, w0=w0)  # decided on the host
+        exact = b.driver == "exact" and not rounds
+        driver = "run_rounds" if rounds else "run_exact" if exact else "run"
         if not rounds and self.like is not None:
             w0 = B.from_numpy(w0, like=self.like)
+        own = None
         if rounds:  # exactly `communications` per seed
             T, every = None, max(1, communications // max(1, b.records))
-        else:  # the expected number of local steps
-            T = horizon(params, communications)
-            if b.max_iterations is not None:
-                T = min(T, b.max_iterations)
+        else:  # each seed's own last communication, or the expected number of local steps
+            if exact:
+                own = communication_times(alg, communications, seed=seeds, runs=len(seeds))[:, -1] + 1
+                if b.max_iterations is not None:
+                    own = np.minimum(own, b.max_iterations)
+                T = int(own.max())
+            else:
+                T = horizon(params, communications)
+                if b.max_iterations is not None:
+                    T = min(T, b.max_iterations)
             every = max(1, T // max(1, b.records))
         key = {"method": method, "sparsity": s, "k": k, "params": params, "iterations": T, "seeds": seeds,
                "every": every, "split": split, "communications": communications, "budget": b.name,
-               **({"driver": "run_rounds"} if rounds else {}), **self._dtype_key(), "data": self.data_key}
+               **({"driver": driver} if driver != "run" else {}), **self._dtype_key(), "data": self.data_key}
         key = json.loads(json.dumps(_jsonable(key)))
         d = where
         if (d / "summary.json").is_file() and (d / "history.npz").is_file():
@@ -572,7 +597,8 @@ class _Pipeline:
             res = run_rounds(alg, problem, communications, seed=seeds, split=split, every=every, w0=w0,
                              progress=self.progress)
         else:
-            res = run(alg, problem, T, seed=seeds, split=split, every=every, w0=w0, progress=self.progress)
+            res = run(alg, problem, T, seed=seeds, split=split, every=every, w0=w0, progress=self.progress,
+                      communications=communications if exact else None)
         seconds = time.perf_counter() - t0
         w = np.asarray(B.to_numpy(res.w), dtype=np.float64)
         hist = {n: np.asarray(v) for n, v in res.history.items()}
@@ -582,8 +608,8 @@ class _Pipeline:
         summary = {
             "key": key, "status": res.status, "message": res.message, "seconds": seconds,
             "records": int(len(hist["iteration"])), "seeds": seeds, "k": k,
-            "driver": "run_rounds" if rounds else "run",
-            "iterations": np.broadcast_to(hist["iteration"][-1], (len(seeds),)).astype(int).tolist(),
+            "driver": driver,
+            "iterations": (own if exact else np.broadcast_to(hist["iteration"][-1], (len(seeds),))).astype(int).tolist(),
             "params": params, "algorithm": alg.config(),
             "metric": hist["metric"][-1].tolist(), "objective": loss_full.tolist(),
             "train_loss_sum": data_sum.tolist(), "communications": hist["communications"][-1].tolist(),
@@ -881,6 +907,7 @@ def reproduce(
     dtype: str = "float64",
     pixels: str = "inverted",
     jobs: int = 1,
+    driver: str | None = None,
 ) -> dict:
     """Reproduce the paper's BlogFeedback or FEMNIST experiment and write a results directory.
 
@@ -941,6 +968,11 @@ def reproduce(
         intercept absorbs the shift), but the objective's smoothness and what
         TopK removes are not: with LEAF's convention every weight acts on the
         background of every image (see :data:`PIXEL_CONVENTIONS`).
+    driver : {"auto", "exact", "run"}, optional
+        Overrides the budget's :attr:`Budget.driver` (None: the budget's).
+        ``"exact"`` makes every run of every method exactly the horizon's
+        communications; the runs are then new ones (the budget, driver
+        included, is part of every stored run's key).
 
     Returns
     -------
@@ -953,7 +985,9 @@ def reproduce(
 
     if dataset not in PAPER_METHODS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(PAPER_METHODS)}")
-    b = get_budget(dataset, budget)
+    if driver is not None and driver not in DRIVERS:
+        raise ValueError(f"driver must be one of {', '.join(map(repr, DRIVERS))} or None, got {driver!r}")
+    b = get_budget(dataset, budget).with_driver(driver)
     methods = tuple(PAPER_METHODS[dataset] if methods is None else methods)
     bad = [m for m in methods if m not in PAPER_METHODS[dataset]]
     if bad:
