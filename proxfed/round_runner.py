@@ -23,7 +23,7 @@ from . import _backend as B
 from .algorithms.base import Algorithm
 from .runner import RunResult, _initial_models, _merge_runs, _problem_config, _Recorder, _split_and_reference
 
-__all__ = ["run_rounds", "communication_times", "supports_rounds", "NoClosedForm"]
+__all__ = ["run_rounds", "communication_times", "last_communications", "supports_rounds", "NoClosedForm"]
 
 
 class NoClosedForm(ValueError):
@@ -60,6 +60,17 @@ def communication_times(algorithm: Algorithm, communications: int, seed=0, runs:
         if np.all(coins.sum(axis=1) >= communications):
             return np.stack([np.flatnonzero(c)[:communications] for c in coins])
         length *= 2
+
+
+def last_communications(algorithm: Algorithm, communications: int, seed=0, runs: int | None = None,
+                        cap: int | None = None) -> np.ndarray:
+    """Each run's iteration count at its ``communications``-th communication, shape ``(R,)``, at most ``cap``.
+
+    The horizon of :func:`proxfed.run` with ``communications`` (the
+    ``exact`` driver of the reproductions and of the tuning).
+    """
+    own = communication_times(algorithm, communications, seed=seed, runs=runs)[:, -1] + 1
+    return own if cap is None else np.minimum(own, int(cap))
 
 
 def run_rounds(algorithm: Algorithm, problem, communications: int, *, seed=0, split: str | None = "auto",

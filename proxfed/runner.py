@@ -357,10 +357,11 @@ def run(
         flat = xp.reshape(st.w, batch + (-1,))
         return ~B.to_numpy(xp.all(xp.isfinite(flat), axis=-1))
 
-    def freeze(st, bad, good_st):
-        for r in np.flatnonzero(np.atleast_1d(bad & ~frozen)):
+    def freeze(st, hold, good_st):
+        """Runs in ``hold`` back to ``good_st``; the new ones among them (not finished) diverged now."""
+        for r in np.flatnonzero(np.atleast_1d(hold & ~frozen & ~finished)):
             diverged_at[int(r)] = st.t
-        return _merge_runs(~bad, st, good_st)
+        return _merge_runs(~hold, st, good_st)
 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         row = recorder.compute(state, 0.0)
@@ -394,11 +395,9 @@ def run(
                                f"kept the state of iteration {good.t} (the last finite record)")
                     state = good
                     break
-                if batch and (bad | frozen).any():
-                    new = freeze(new, bad | frozen, good)
+                if batch and (bad | frozen | finished).any():  # `good` holds finished runs at their last step
+                    new = freeze(new, bad | frozen | finished, good)
                     frozen = frozen | bad
-                if batch and finished.any():  # `good` holds them at their last step
-                    new = _merge_runs(~finished, new, good)
                 state = new
                 bar.update(k)
                 done = state.t - first_t

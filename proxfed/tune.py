@@ -679,12 +679,12 @@ def tune_method(
         else:
             used = "run_exact" if driver == "exact" else "run"
             if used == "run_exact":  # each run's own last step: its C-th coin
-                hz = round_runner.communication_times(alg, int(communications), seed=[int(seed)] * R,
-                                                      runs=R)[:, -1] + 1
+                hz = round_runner.last_communications(alg, int(communications), seed=[int(seed)] * R, runs=R,
+                                                      cap=max_iterations)
             else:
                 hz = np.array([horizon(c, communications) for c in configs])
-            if max_iterations is not None:
-                hz = np.minimum(hz, int(max_iterations))
+                if max_iterations is not None:
+                    hz = np.minimum(hz, int(max_iterations))
             T = int(hz.max())
             if like is not None:
                 w0 = B.from_numpy(w0, like=like)

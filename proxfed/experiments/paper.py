@@ -79,7 +79,7 @@ import numpy as np
 
 from .. import __version__
 from .. import _backend as B
-from ..round_runner import communication_times, run_rounds, supports_rounds
+from ..round_runner import last_communications, run_rounds, supports_rounds
 from ..runner import initial_models, run
 from ..theory import proxskip_parameters
 from ..memory import _state as _memory_state
@@ -571,9 +571,7 @@ class _Pipeline:
             T, every = None, max(1, communications // max(1, b.records))
         else:  # each seed's own last communication, or the expected number of local steps
             if exact:
-                own = communication_times(alg, communications, seed=seeds, runs=len(seeds))[:, -1] + 1
-                if b.max_iterations is not None:
-                    own = np.minimum(own, b.max_iterations)
+                own = last_communications(alg, communications, seed=seeds, runs=len(seeds), cap=b.max_iterations)
                 T = int(own.max())
             else:
                 T = horizon(params, communications)
@@ -985,9 +983,7 @@ def reproduce(
 
     if dataset not in PAPER_METHODS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(PAPER_METHODS)}")
-    if driver is not None and driver not in DRIVERS:
-        raise ValueError(f"driver must be one of {', '.join(map(repr, DRIVERS))} or None, got {driver!r}")
-    b = get_budget(dataset, budget).with_driver(driver)
+    b = get_budget(dataset, budget).with_driver(driver)  # (validates the driver)
     methods = tuple(PAPER_METHODS[dataset] if methods is None else methods)
     bad = [m for m in methods if m not in PAPER_METHODS[dataset]]
     if bad:
