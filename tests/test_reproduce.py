@@ -380,6 +380,7 @@ def check_results_dir(out, dataset, appendix_d=False):
     run_info = json.loads((out / "run.json").read_text())
     assert run_info["status"] == "completed" and run_info["budget"]["name"] == "smoke"
     assert run_info["is_reproduction_budget"] is False
+    assert run_info["command"] == f"proxfed reproduce {dataset} --data-dir DIR --budget smoke"
     summary = json.loads((out / "summary.json").read_text())
     methods = PAPER_METHODS[dataset]
     sparsities = PUBLISHED[dataset]["sparsities"]
@@ -468,6 +469,30 @@ def check_results_dir(out, dataset, appendix_d=False):
         assert len(rows) == 4
 
 
+def assert_same_numbers(a, b, rtol=1e-6):
+    """Nested JSON ``a`` and ``b`` are equal, floats to ``rtol`` or 1e-7 absolute (NaN equal to NaN)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys()
+        for k in a:
+            assert_same_numbers(a[k], b[k], rtol)
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_same_numbers(x, y, rtol)
+    elif isinstance(a, float) and not isinstance(b, str):
+        assert b is not None and math.isclose(a, b, rel_tol=rtol, abs_tol=1e-7) or (math.isnan(a) and math.isnan(b))
+    else:
+        assert a == b
+
+
+def test_assert_same_numbers_tells_rounding_from_a_difference():
+    assert_same_numbers({"a": [1.0, "x", None, {"b": 2.0}]}, {"a": [1.0 + 1e-13, "x", None, {"b": 2.0}]})
+    for other in ({"a": [1.001, "x", None, {"b": 2.0}]}, {"a": [1.0, "y", None, {"b": 2.0}]},
+                  {"a": [1.0, "x", None]}, {"c": []}):
+        with pytest.raises(AssertionError):
+            assert_same_numbers({"a": [1.0, "x", None, {"b": 2.0}]}, other)
+
+
 @pytest.mark.data
 @pytest.mark.slow
 def test_blogfeedback_smoke_end_to_end(shared_data, tmp_path):
@@ -487,10 +512,22 @@ def test_blogfeedback_smoke_end_to_end(shared_data, tmp_path):
     assert any("read back" in m for m in again) and not any("evaluating" in m for m in again)
     # two worker processes give the same tables as one
     forked = tmp_path / "forked"
-    reproduce("blogfeedback", shared_data, forked, budget="smoke", progress=False, echo=lambda *_: None, jobs=2)
+    forked_messages = []
+    reproduce("blogfeedback", shared_data, forked, budget="smoke", progress=False, echo=forked_messages.append,
+              jobs=2)
     check_results_dir(forked, "blogfeedback")
-    assert json.loads((forked / "tables" / "tables.json").read_text()) == \
-        json.loads((out / "tables" / "tables.json").read_text())
+    # the main process reads the workers' searches back (their spaces are the main process's)
+    assert not any("a different search" in m for m in forked_messages)
+    assert sum("configurations read back" in m for m in forked_messages) == 2 * len(PAPER_METHODS["blogfeedback"])
+    # the same up to rounding: a worker's BLAS has fewer threads and sums in another order
+    chosen = [{m: {s: e["params"] for s, e in v.items()} for m, v in json.loads((d / "tuned.json").read_text()).items()}
+              for d in (forked, out)]
+    assert_same_numbers(*chosen)  # the same configurations (their scores move with the rounding)
+    ours, theirs = (json.loads((d / "tables" / "tables.json").read_text())["metric"] for d in (forked, out))
+    assert ours.keys() == theirs.keys()
+    for m in ours:  # R² to 1e-4 (0.01 points); a different configuration moves it far more
+        for s in ours[m]:
+            assert ours[m][s]["mean"] == pytest.approx(theirs[m][s]["mean"], abs=1e-4)
     assert json.loads((forked / "run.json").read_text())["run_steps"] == \
         json.loads((out / "run.json").read_text())["run_steps"]
 
@@ -676,3 +713,42 @@ def test_row_sparsities_label_by_position_when_ks_repeat():
         _row_sparsities([{"k": None}, {"k": 1}], ks, sparsities)
     with pytest.raises(ValueError, match="out of the order"):
         _row_sparsities(rows[:4] + [{"k": 1}], ks, sparsities)
+
+
+@pytest.mark.parametrize("dataset, options", [
+    ("blogfeedback", dict(budget="small")),
+    ("blogfeedback", dict(budget="small", alpha="validation", seed=3, methods=("fedht", "sparse_proxskip"))),
+    ("blogfeedback", dict(budget="quick", alpha=1e-5, driver="exact", dtype="float32")),
+    ("femnist", dict(budget="small", pixels="leaf", appendix_d=False)),
+    ("femnist", dict(budget="smoke", main=False, appendix_d=True)),
+])
+def test_recorded_command_asks_for_the_same_results(dataset, options):
+    from proxfed.experiments.paper import _command
+
+    budget = BUDGETS[dataset][options["budget"]].with_driver(options.get("driver"))
+    cmd = _command(dataset, budget, methods=options.get("methods"), seed=options.get("seed", 0),
+                   alpha=options.get("alpha"), appendix_d=options.get("appendix_d", dataset == "femnist"),
+                   main=options.get("main", True), pixels=options.get("pixels", "inverted"),
+                   dtype=options.get("dtype", "float64"))
+    words = cmd.split()
+    assert words[:2] == ["proxfed", "reproduce"]
+    args = build_parser().parse_args(words[1:])
+    assert args.budget == options["budget"] and args.driver == options.get("driver")
+    assert (tuple(args.methods) if args.methods else None) == options.get("methods")
+    assert args.seed == options.get("seed", 0) and args.alpha == options.get("alpha")
+    assert args.dtype == options.get("dtype", "float64")
+    assert (args.pixels or "inverted") == options.get("pixels", "inverted")
+    assert args.experiment == (dataset if options.get("main", True) else "femnist-appendix-d")
+    assert args.no_appendix_d == (dataset == "femnist" and options.get("main", True)
+                                  and not options.get("appendix_d", True))
+
+
+def test_recorded_command_flags_a_custom_budget():
+    from dataclasses import replace
+
+    from proxfed.experiments.paper import _command
+
+    custom = replace(BUDGETS["blogfeedback"]["small"], communications=2000)
+    cmd = _command("blogfeedback", custom, methods=None, seed=0, alpha=None, appendix_d=False, main=True,
+                   pixels="inverted", dtype="float64")
+    assert "custom 'small'" in cmd

@@ -84,7 +84,7 @@ from ..runner import initial_models, run
 from ..theory import proxskip_parameters
 from ..memory import _state as _memory_state
 from ..threads import blas_info
-from ..tune import holdout_split, horizon, make_algorithm, tune_method
+from ..tune import holdout_split, horizon, make_algorithm, method_space, tune_method
 from .demo import sparsity_to_k
 from .plots import have_matplotlib, plot_appendix_d, plot_paper_figure
 from .published import METHOD_LABELS, ORDERINGS, PUBLISHED
@@ -484,6 +484,7 @@ class _Pipeline:
         self.like = None  # an array template: where the runs compute (None: NumPy float64)
         self.data_key: dict = {}  # dataset, alpha, budget, pixels: part of every stored run's key
         self.worker = ""  # set in forked workers
+        self.spaces: dict = {}  # search spaces by method, computed in this process (see space)
 
     def _dtype_key(self) -> dict:
         """Only a non-default dtype enters the stored keys (results of float64 runs stay valid)."""
@@ -515,6 +516,19 @@ class _Pipeline:
             threadpool_limits(max(1, threads // jobs))  # for the rest of this process's life
 
     # -- tuning ----------------------------------------------------------------------------------
+    def space(self, method, problem):
+        """``method``'s search space, computed once; forked workers inherit it.
+
+        Its bounds come from ``L`` and ``||grad F(0)||``, whose last bits depend
+        on the BLAS thread count, which a worker cuts: a worker's own space would
+        not match the stored search's key, and the main process would redo it.
+        """
+        if method not in self.spaces:
+            b = self.budget
+            self.spaces[method] = method_space(method, problem, gamma_range=b.gamma_range, p_range=b.p_range,
+                                               lam_range=b.lam_range)
+        return self.spaces[method]
+
     def tune(self, method, problem, key):
         b = self.budget
         if method == "proxskip":
@@ -529,7 +543,7 @@ class _Pipeline:
             narrow=b.narrow, seed=self.seed, split="validation", records=b.tune_records,
             max_iterations=b.max_iterations, driver=b.driver, path=self.out / "tuning" / f"{method}.json",
             key={**key, **self._dtype_key()}, progress=self.progress, echo=self.echo, like=self.like,
-            gamma_range=b.gamma_range, p_range=b.p_range, lam_range=b.lam_range,
+            space=self.space(method, problem),
         )
         self.run_steps["tuning"] += sum(r["run_steps"] for r in res.info.get("runs", []))
         chosen = {}
@@ -958,7 +972,8 @@ def reproduce(
         the data are loaded (NumPy backend only). Each worker's BLAS pools
         get this process's thread count divided by ``jobs`` (at least one).
         Each worker stores its cells; this process then reads them back, so
-        the results are those of ``jobs=1``.
+        the results are those of ``jobs=1`` up to rounding (fewer BLAS
+        threads sum in another order).
     pixels : {"inverted", "leaf"}
         FEMNIST's pixel convention: ``"inverted"`` (default) trains on
         ``1 - x``, background 0 and ink near 1 as in MNIST; ``"leaf"`` keeps
@@ -1012,6 +1027,7 @@ def reproduce(
     # -- data and problems
     t0 = time.perf_counter()
     alpha_info: dict = {}
+    alpha_arg = alpha  # as asked (None, "validation" or a number), for the recorded command
     if dataset == "blogfeedback":
         ds = load_blogfeedback(_data_folder(data_dir, "blogfeedback"), cache_dir=cache_dir)
         if alpha == "validation":
@@ -1064,8 +1080,9 @@ def reproduce(
         "final_seeds": [seed + 1 + j for j in range(b.seeds)], "alpha": alpha_info, "data": data_info,
         "machine": _machine(), "status": "running",
         "backend": {"backend": backend, "device": str(B.device_of(like)), "dtype": dtype},
-        "command": f"proxfed reproduce {dataset} --data-dir DIR --budget {b.name}"
-                   + ("" if pixels == "inverted" else f" --pixels {pixels}"),
+        "command": _command(dataset, b, methods=None if set(pipe.methods) == set(PAPER_METHODS[dataset])
+                            or not main else pipe.methods, seed=seed, alpha=alpha_arg, appendix_d=appendix_d,
+                            main=main, pixels=pixels, dtype=dtype),
     }
     _write_json(out / "run.json", run_info)
 
@@ -1073,6 +1090,8 @@ def reproduce(
     t0 = time.perf_counter()
     if jobs > 1 and len(pipe.methods) > 1:  # workers store the searches; the loop below reads them back
         pipe.say(f"tuning {len(pipe.methods)} methods in {min(jobs, len(pipe.methods))} worker processes")
+        for m in pipe.methods:
+            pipe.space(m, tune_problem)
         done = run_forked([lambda m=m: pipe.counting("tuning", pipe.tune, m, tune_problem, key) for m in pipe.methods],
                           [1.0 if m == "proxskip" else float(len(b.tune_sparsities or pipe.sparsities))
                            for m in pipe.methods], jobs, init=lambda: pipe.in_worker(jobs), echo=pipe.say)
@@ -1192,6 +1211,34 @@ def reproduce(
     pipe.say(f"done in {seconds:.0f} s; results in {out}")
     result["seconds"] = seconds
     return result
+
+
+def _command(dataset, budget, *, methods, seed, alpha, appendix_d, main, pixels, dtype) -> str:
+    """The ``proxfed reproduce`` command line that asks for these results again (``DIR``: the data).
+
+    Every option that changes a number is written; where to compute (backend,
+    device, jobs) is not. A :class:`Budget` that is not one of :data:`BUDGETS`
+    has no command-line name and is noted as such.
+    """
+    named = BUDGETS.get(dataset, {}).get(budget.name)
+    base = budget if named is None else named.with_driver(budget.driver)
+    parts = ["proxfed reproduce", dataset if main else "femnist-appendix-d", "--data-dir DIR"]
+    parts.append(f"--budget {budget.name}" if base == budget else f"--budget <custom {budget.name!r}, see budget>")
+    if named is not None and budget.driver != named.driver:
+        parts.append(f"--driver {budget.driver}")
+    if methods is not None:
+        parts.append("--methods " + " ".join(methods))
+    if seed != 0:
+        parts.append(f"--seed {seed}")
+    if alpha is not None:
+        parts.append(f"--alpha {alpha if alpha == 'validation' else repr(float(alpha))}")
+    if dataset == "femnist" and main and not appendix_d:
+        parts.append("--no-appendix-d")
+    if dataset == "femnist" and pixels != "inverted":
+        parts.append(f"--pixels {pixels}")
+    if dtype != "float64":
+        parts.append(f"--dtype {dtype}")
+    return " ".join(parts)
 
 
 def _row_sparsities(rows, ks, sparsities) -> list:
