@@ -752,3 +752,6 @@ def test_recorded_command_flags_a_custom_budget():
     cmd = _command("blogfeedback", custom, methods=None, seed=0, alpha=None, appendix_d=False, main=True,
                    pixels="inverted", dtype="float64")
     assert "custom 'small'" in cmd
+    renamed = replace(custom, name="long")  # a name the command line does not know
+    assert "custom 'long'" in _command("blogfeedback", renamed, methods=None, seed=0, alpha=None, appendix_d=False,
+                                       main=True, pixels="inverted", dtype="float64")

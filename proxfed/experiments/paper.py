@@ -1221,9 +1221,9 @@ def _command(dataset, budget, *, methods, seed, alpha, appendix_d, main, pixels,
     has no command-line name and is noted as such.
     """
     named = BUDGETS.get(dataset, {}).get(budget.name)
-    base = budget if named is None else named.with_driver(budget.driver)
+    is_named = named is not None and named.with_driver(budget.driver) == budget
     parts = ["proxfed reproduce", dataset if main else "femnist-appendix-d", "--data-dir DIR"]
-    parts.append(f"--budget {budget.name}" if base == budget else f"--budget <custom {budget.name!r}, see budget>")
+    parts.append(f"--budget {budget.name}" if is_named else f"--budget <custom {budget.name!r}, see budget>")
     if named is not None and budget.driver != named.driver:
         parts.append(f"--driver {budget.driver}")
     if methods is not None:
