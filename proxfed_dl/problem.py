@@ -26,6 +26,7 @@ from proxfed.metrics import accuracy
 from proxfed.problems import FederatedProblem
 
 from .data import ImageClients, BatchSampler, draw_augmentation, random_crop_flip
+from .devices import normalize_device
 from .flat import FlatModel
 
 __all__ = ["TorchProblem"]
@@ -132,7 +133,7 @@ class TorchProblem(FederatedProblem):
         B._check_seed(seed)
         self.dataset = data
         self._solution = None
-        self.device = torch.device(device)
+        self.device = normalize_device(device)
         self.dtype = dtype
         module = model() if callable(model) and not isinstance(model, nn.Module) else model
         if not isinstance(module, nn.Module):
@@ -427,7 +428,7 @@ class TorchProblem(FederatedProblem):
             raise ValueError(f"{what} must have shape (..., {self.n_clients}, {self.dim}), got {tuple(W.shape)}")
         if not W.is_floating_point():
             raise TypeError(f"{what} must be floating, got {W.dtype}")
-        if W.device != self.device:
+        if normalize_device(W.device) != self.device:
             raise ValueError(f"{what} is on {W.device} but the problem's data is on {self.device}")
 
     def _buffers_for(self, lead, dtype):
@@ -478,8 +479,7 @@ class TorchProblem(FederatedProblem):
             X = self._layout(X.to(W.dtype))
             if self.vectorize:
                 outs = None
-                Gp, (newB, losses) = vmap(fn, in_dims=(0, 0, 0, 0, None), chunk_size=self.chunk_size)(
-                    parts, Bf, X, Y, ac)
+                Gp, (newB, losses) = self._vmapped(fn, parts, Bf, X, Y, ac)
                 G = self.flat.join(Gp)
             else:
                 outs = [fn(tuple(q[m] for q in parts), Bf[m], X[m], Y[m], ac) for m in range(R * N)]
@@ -498,6 +498,21 @@ class TorchProblem(FederatedProblem):
             self._buf = newB.detach().to(self.dtype)
         self.last_loss = losses.detach().reshape(lead + (N,))
         return G.reshape(W.shape)
+
+    def _vmapped(self, fn, parts, Bf, X, Y, ac):
+        """``vmap(fn)`` over the stacked clients; a channels-last layout the device's convolution library
+        cannot run under ``vmap`` (cuDNN's ``EXECUTION_FAILED`` seen with bf16 autocast) falls back to
+        the contiguous layout for the rest of the problem's life, with a warning."""
+        call = vmap(fn, in_dims=(0, 0, 0, 0, None), chunk_size=self.chunk_size)
+        try:
+            return call(parts, Bf, X, Y, ac)
+        except RuntimeError as err:
+            if not (self.channels_last and "cudnn" in str(err).lower()):
+                raise
+            warnings.warn(f"channels-last under vmap failed on {self.device} ({str(err).splitlines()[0]}); "
+                          "continuing with the contiguous layout", UserWarning, stacklevel=3)
+            self.channels_last = False
+            return call(parts, Bf, X.contiguous(), Y, ac)
 
     def _layout(self, x):
         if not self.channels_last:

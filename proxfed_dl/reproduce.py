@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from .data import cifar10_clients
+from .devices import normalize_device
 from .experiments import FEMNIST_METHODS, run_methods, write_results
 from .models import resnet18
 from .problem import TorchProblem
@@ -134,7 +135,7 @@ def reproduce_cifar10(data_dir, out_dir=None, *, budget="smoke", methods=CIFAR10
     bad = [m for m in methods if m not in ALGORITHMS]
     if bad:
         raise ValueError(f"unknown methods {bad}; choose from {ALGORITHMS}")
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = normalize_device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(out_dir if out_dir is not None else f"proxfed-results/cifar10-{b.name}")
     t0 = time.perf_counter()
     data = cifar10_clients(data_dir, n_clients=10, alpha=0.3, sigma=0.3, seed=seed)  # validates the files

@@ -137,6 +137,55 @@ def test_channels_last_and_bf16_autocast():
         tiny_resnet_problem(autocast="fp8")
 
 
+def test_devices_are_stored_with_their_index(monkeypatch):
+    """``cuda`` and ``cuda:0`` are one device: the problem stores the indexed form a tensor reports."""
+    from proxfed_dl.devices import normalize_device
+
+    assert normalize_device("cpu") == torch.device("cpu")
+    assert normalize_device(torch.device("cuda", 1)) == torch.device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 2)
+    assert normalize_device("cuda") == torch.device("cuda:2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert normalize_device("cuda") == torch.device("cuda:0")
+    with pytest.raises(TypeError, match="device"):
+        normalize_device(True)
+    prob = tiny_cnn_problem()
+    assert prob.device == torch.device("cpu")
+    with pytest.raises(ValueError, match="is on meta"):
+        prob.grad(torch.zeros((3, prob.dim), dtype=F64, device="meta"))
+
+
+def test_channels_last_falls_back_when_the_convolution_library_fails():
+    """A cuDNN failure under vmap with channels-last (seen on an H200 with bf16) retries contiguously, once."""
+    kw = dict(dtype=torch.float32)
+    ref = tiny_resnet_problem(**kw)
+    ref.buffers_tracked = True
+    W = stacked(ref, noise=0.01)
+    g = ref.grad(W, 1)
+    cl = tiny_resnet_problem(channels_last=True, **kw)
+    cl.buffers_tracked = True
+    real, calls = cl.flat.loss_and_stats, []
+
+    def flaky(*args, **kwargs):
+        calls.append(cl.channels_last)
+        if cl.channels_last:
+            raise RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED")
+        return real(*args, **kwargs)
+
+    cl.flat.loss_and_stats = flaky
+    with pytest.warns(UserWarning, match="channels-last under vmap failed"):
+        gc = cl.grad(W, 1)
+    assert cl.channels_last is False and calls[0] is True
+    torch.testing.assert_close(gc, g, rtol=1e-4, atol=1e-5)
+    # other errors are not swallowed
+    other = tiny_resnet_problem(channels_last=True, **kw)
+    other.buffers_tracked = True
+    other.flat.loss_and_stats = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("shape mismatch"))
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        other.grad(W, 1)
+
+
 def test_straight_through_gradient_at_topk():
     """grad_at='pruned' (the core engine's option): the gradient at TopK(w) updates the dense w."""
     prob = tiny_cnn_problem()
