@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import _backend as B
 
-__all__ = ["RowBucket", "row_buckets", "DeviceCache", "check_iterates", "unpermute"]
+__all__ = ["RowBucket", "row_buckets", "fill_bucket", "DeviceCache", "check_iterates", "unpermute"]
 
 BUCKET_GROWTH = 1.25
 
@@ -42,19 +42,24 @@ def row_buckets(dataset, clients: np.ndarray, pad_label=0) -> list[RowBucket]:
         stop = start
         while stop < order.size and dataset.client_sizes[order[stop]] <= max(lo * BUCKET_GROWTH, lo + 1):
             stop += 1
-        members = order[start:stop]
-        rows = int(dataset.client_sizes[members].max())
-        X = np.zeros((members.size, rows, dataset.n_features))
-        y = np.full((members.size, rows), pad_label, dtype=dataset.y.dtype)
-        mask = np.zeros((members.size, rows))
-        for j, c in enumerate(members):
-            Xi, yi = dataset.client(int(c))
-            X[j, : Xi.shape[0]] = Xi
-            y[j, : Xi.shape[0]] = yi
-            mask[j, : Xi.shape[0]] = 1.0
-        buckets.append(RowBucket(members, X, y, mask))
+        buckets.append(fill_bucket(dataset, order[start:stop], pad_label))
         start = stop
     return buckets
+
+
+def fill_bucket(dataset, members: np.ndarray, pad_label=0) -> RowBucket:
+    """The clients ``members`` of ``dataset`` zero-padded to the largest one's rows."""
+    members = np.asarray(members, dtype=np.int64)
+    rows = int(dataset.client_sizes[members].max())
+    X = np.zeros((members.size, rows, dataset.n_features))
+    y = np.full((members.size, rows), pad_label, dtype=dataset.y.dtype)
+    mask = np.zeros((members.size, rows))
+    for j, c in enumerate(members):
+        Xi, yi = dataset.client(int(c))
+        X[j, : Xi.shape[0]] = Xi
+        y[j, : Xi.shape[0]] = yi
+        mask[j, : Xi.shape[0]] = 1.0
+    return RowBucket(members, X, y, mask)
 
 
 class DeviceCache:

@@ -9,7 +9,8 @@ import scipy.linalg
 
 from .. import _backend as B
 from ..metrics import r2_score
-from ._layout import DeviceCache, row_buckets, unpermute
+from ._device import Assembler, device_buckets, runs_first, take_clients
+from ._layout import DeviceCache, row_buckets
 from .base import FederatedProblem
 
 __all__ = ["Ridge"]
@@ -162,37 +163,48 @@ class Ridge(FederatedProblem):
         return self.dataset.n_features
 
     def _to_device(self, like):
-        put = lambda a: B.from_numpy(a, like=like)  # noqa: E731
-        return {
-            "G": put(self._G),
-            "c": put(self._c),
-            "half_bb": put(self._half_bb),
-            "gram_idx": put(self._gram_clients),
-            "buckets": [(put(bk.clients), put(bk.X), put(bk.y.astype(np.float64))) for bk in self._buckets],
-            "inverse": put(self._inverse),
-        }
+        """The device layout (see :mod:`proxfed.problems._device`): clients with more than ``d/2`` rows
+        as Gram blocks ``G`` (Ng, d, d) with ``c = A^T b`` and ``b^T b / 2``, the others in
+        at most ``DEVICE_BUCKETS`` padded row buckets ``X`` (Nb, rows, d), ``y`` (Nb, 1, rows)."""
+        put = lambda a: B.from_numpy(np.ascontiguousarray(a), like=like)  # noqa: E731
+        lay = self._layouts.setdefault("batched", None) or self._layout(self.dataset.n_features / 2)
+        self._layouts["batched"] = lay
+        blocks = []
+        if lay["gram_clients"].size:
+            blocks.append(("gram", put(lay["gram_clients"]), put(lay["G"]), put(lay["c"][:, None, :]),
+                           put(lay["half_bb"][:, None])))
+        for bk in device_buckets(self.dataset, lay["row_clients"]):
+            blocks.append(("rows", put(bk.clients), put(bk.X), put(bk.y.astype(np.float64)[:, None, :]), None))
+        order = np.concatenate([lay["gram_clients"]] + [B.to_numpy(b[1]) for b in blocks if b[0] == "rows"])
+        return {"blocks": blocks, "inverse": put(np.argsort(order))}
 
     def _data_terms(self, W, want_value: bool, want_grad: bool):
         if isinstance(W, np.ndarray) and W.dtype in (np.float32, np.float64):
             return self._data_terms_numpy(W, want_value, want_grad)
         xp = B.namespace(W)
         dev = self._device.get(W)
-        values, grads = [], []
-        if self._gram_clients.size:
-            Wg = xp.take(W, dev["gram_idx"], axis=-2)
-            Gw = (dev["G"] @ Wg[..., None])[..., 0]
+        N, d = self.n_clients, self.dim
+        Wt, lead, R = runs_first(W, N, (d,))
+        grads = Assembler(W, N, R, (d,), dev["inverse"]) if want_grad else None
+        values = Assembler(W, N, R, (), dev["inverse"]) if want_value else None
+        for kind, idx, A, b, half_bb in dev["blocks"]:
+            Wb = take_clients(Wt, idx)                                    # (Nb, R, d)
+            if kind == "gram":
+                g = xp.matmul(Wb, A)                                      # G symmetric: (G w)^T = w^T G
+                g -= b
+                if want_value:  # w^T G w / 2 - c^T w + b^T b / 2 = w^T (g - c) / 2 + b^T b / 2
+                    values.put(idx, 0.5 * xp.sum(Wb * (g - b), axis=-1) + half_bb)
+            else:
+                r = xp.matmul(Wb, xp.matrix_transpose(A))                 # (Nb, R, rows)
+                r -= b
+                if want_value:
+                    values.put(idx, 0.5 * xp.sum(r * r, axis=-1))
+                g = xp.matmul(r, A) if want_grad else None
             if want_grad:
-                grads.append(Gw - dev["c"])
-            if want_value:
-                values.append(0.5 * xp.sum(Wg * Gw, axis=-1) - xp.sum(Wg * dev["c"], axis=-1) + dev["half_bb"])
-        for idx, X, y in dev["buckets"]:
-            Wb = xp.take(W, idx, axis=-2)
-            r = (X @ Wb[..., None])[..., 0] - y
-            if want_grad:
-                grads.append((xp.matrix_transpose(X) @ r[..., None])[..., 0])
-            if want_value:
-                values.append(0.5 * xp.sum(r * r, axis=-1))
-        return unpermute(values, grads, dev["inverse"])
+                grads.put(idx, g)
+        v = None if values is None else xp.reshape(values.result(), lead + (N,))
+        g = None if grads is None else xp.reshape(grads.result(), lead + (N, d))
+        return v, g
 
     def _data_terms_numpy(self, W, want_value: bool, want_grad: bool):
         """NumPy fast path: runs last, so every block is one batched GEMM; results written in place."""

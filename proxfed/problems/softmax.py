@@ -11,7 +11,8 @@ import scipy.sparse.linalg
 
 from .. import _backend as B
 from ..metrics import accuracy
-from ._layout import DeviceCache, row_buckets, unpermute
+from ._device import Assembler, device_buckets, runs_first, take_clients
+from ._layout import DeviceCache
 from .base import FederatedProblem
 
 __all__ = ["SoftmaxRegression"]
@@ -78,8 +79,6 @@ class SoftmaxRegression(FederatedProblem):
         self.n_classes = int(n_classes)
         self.init = init
         self._scale = self.n_clients / dataset.n_samples
-        self._buckets = row_buckets(dataset, np.arange(self.n_clients), pad_label=0)
-        self._inverse = np.argsort(np.concatenate([bk.clients for bk in self._buckets]))
         self._device = DeviceCache(self._to_device)
 
     @property
@@ -99,34 +98,57 @@ class SoftmaxRegression(FederatedProblem):
         return xp.reshape(w[..., : p * C], w.shape[:-1] + (p, C)), w[..., p * C :]
 
     def _to_device(self, like):
-        xp = B.namespace(like)
-        put = lambda a: B.from_numpy(a, like=like)  # noqa: E731
-        classes = xp.arange(self.n_classes, device=B.device_of(like))
-        out = []
-        for bk in self._buckets:
-            y = put(bk.y.astype(np.int64))
-            onehot = xp.astype(y[..., None] == classes, like.dtype) * put(bk.mask)[..., None]
-            out.append((put(bk.clients), put(bk.X), onehot, put(bk.mask)))
-        return {"buckets": out, "inverse": put(self._inverse)}
+        """The device layout (see :mod:`proxfed.problems._device`): at most ``DEVICE_BUCKETS`` padded row
+        buckets with ``X1 = [X, 1]`` (Nb, rows, p + 1) (zero rows for padding, so padding adds
+        nothing to a gradient), one-hot labels ``Y`` (Nb, rows, C, 1) and the row mask (Nb, rows, 1)."""
+        put = lambda a: B.from_numpy(np.ascontiguousarray(a), like=like)  # noqa: E731
+        blocks = []
+        for bk in device_buckets(self.dataset, np.arange(self.n_clients)):
+            X1 = np.concatenate([bk.X, bk.mask[..., None]], axis=-1)
+            onehot = (bk.y[..., None] == np.arange(self.n_classes)) * bk.mask[..., None]
+            blocks.append((put(bk.clients), put(X1), put(onehot[..., None].astype(np.float64)),
+                           put(bk.mask[..., None])))
+        order = np.concatenate([B.to_numpy(b[0]) for b in blocks])
+        return {"blocks": blocks, "inverse": put(np.argsort(order))}
 
     def _data_terms(self, W, want_value: bool, want_grad: bool):
         if isinstance(W, np.ndarray) and W.dtype in (np.float32, np.float64):
             return self._data_terms_numpy(W, want_value, want_grad)
         xp = B.namespace(W)
         dev = self._device.get(W)
-        values, grads = [], []
-        for idx, X, onehot, mask in dev["buckets"]:
-            Wm, c = self.unflatten(xp.take(W, idx, axis=-2))
-            Z = X @ Wm + c[..., None, :]
-            logp = Z - B.logsumexp(Z, axis=-1, keepdims=True)
+        N, p1, C = self.n_clients, self.n_inputs + 1, self.n_classes
+        # w = [vec(W) (p C), c (C)] is a (p + 1, C) matrix whose last row is the intercept
+        Wt, lead, R = runs_first(W, N, (p1, C))                                  # (N, p + 1, R, C)
+        Wt = xp.permute_dims(Wt, (0, 2, 1, 3))
+        grads = Assembler(W, N, R, (p1, C), dev["inverse"]) if want_grad else None
+        values = Assembler(W, N, R, (), dev["inverse"]) if want_value else None
+        if grads is not None:
+            grads.view = xp.permute_dims(grads.view, (0, 2, 1, 3)) if grads.direct else None
+        for idx, X1, onehot, mask in dev["blocks"]:
+            nb, rows = X1.shape[0], X1.shape[1]
+            Wb = xp.reshape(take_clients(Wt, idx), (nb, p1, R * C))              # runs as columns
+            Z = xp.reshape(xp.matmul(X1, Wb), (nb, rows, R, C))
+            Z -= xp.max(Z, axis=-1, keepdims=True)
+            if want_value:  # -log P[y] = log(sum exp z) - z_y, z shifted by its row max; padding masked
+                z_y = xp.sum(xp.matmul(Z, onehot), axis=(1, 3))                  # (Nb, R)
+            Z = xp.exp(Z)
+            total = xp.sum(Z, axis=-1, keepdims=True)
             if want_value:
-                values.append(-self._scale * xp.sum(xp.sum(onehot * logp, axis=-1), axis=-1))
+                lse = xp.matmul(xp.matrix_transpose(xp.reshape(xp.log(total), (nb, rows, R))), mask)
+                values.put(idx, self._scale * (lse[..., 0] - z_y))
             if want_grad:
-                R = (xp.exp(logp) * mask[..., None] - onehot) * self._scale
-                gW = xp.matrix_transpose(X) @ R
-                gc = xp.sum(R, axis=-2)
-                grads.append(xp.concat([xp.reshape(gW, gW.shape[:-2] + (-1,)), gc], axis=-1))
-        return unpermute(values, grads, dev["inverse"])
+                Z /= total
+                Z -= onehot[..., 0][:, :, None, :]
+                Z *= self._scale
+                g = xp.matmul(xp.matrix_transpose(X1), xp.reshape(Z, (nb, rows, R * C)))
+                g = xp.reshape(g, (nb, p1, R, C))
+                if grads.direct:
+                    grads.put(idx, g)
+                else:
+                    grads.parts.append(xp.permute_dims(g, (0, 2, 1, 3)))
+        v = None if values is None else xp.reshape(values.result(), lead + (N,))
+        g = None if grads is None else xp.reshape(grads.result(), lead + (N, p1 * C))
+        return v, g
 
     def _host_clients(self, dtype) -> list:
         """Each client's rows and labels as contiguous host arrays of ``dtype``."""
