@@ -19,6 +19,7 @@ __all__ = [
     "device_of",
     "to_numpy",
     "from_numpy",
+    "device_constant",
     "array_template",
     "index_dtype",
     "float_dtype",
@@ -91,6 +92,30 @@ def from_numpy(a: np.ndarray, like: Any, dtype: Any = None):
         elif a.dtype.kind == "b":
             dtype = xp.bool
     return xp.asarray(a, dtype=dtype, device=dev)
+
+
+_DEVICE_CONSTANTS: dict = {}
+_DEVICE_CONSTANTS_MAX = 64
+
+
+def device_constant(a: np.ndarray, like: Any):
+    """:func:`from_numpy` for a small host array used again and again (hyperparameters, run indices).
+
+    The copy on ``like``'s device is made once and reused: a transfer from the host
+    synchronizes a GPU, and a step must not wait for one. Keyed by the values, not
+    the object, so an array changed in place is moved again; the last 64 are kept.
+    Treat the result as read-only.
+    """
+    a = np.asarray(a)
+    if isinstance(like, np.ndarray):
+        return from_numpy(a, like=like)
+    key = (a.tobytes(), a.dtype.str, a.shape, namespace(like).__name__, str(device_of(like)), str(like.dtype))
+    out = _DEVICE_CONSTANTS.get(key)
+    if out is None:
+        if len(_DEVICE_CONSTANTS) >= _DEVICE_CONSTANTS_MAX:
+            _DEVICE_CONSTANTS.pop(next(iter(_DEVICE_CONSTANTS)))
+        out = _DEVICE_CONSTANTS[key] = from_numpy(a, like=like)
+    return out
 
 
 BACKENDS = ("numpy", "torch", "cupy")
@@ -219,11 +244,18 @@ def top_scores_mask(a, k):
         k_np = to_numpy(k).astype(np.int64)
         if np.any(k_np < 1) or np.any(k_np > d):
             raise ValueError(f"every k must be in [1, {d}], got {k_np}")
-        kk = from_numpy(k_np, like=x, dtype=index_dtype(xp, device_of(x)))
+        kk = device_constant(k_np, like=x) if k_np.ndim else from_numpy(k_np, like=x)
+        kk = xp.astype(kk, index_dtype(xp, device_of(x)))
         kk = xp.broadcast_to(kk[..., None] if kk.ndim else kk, x.shape[:-1] + (1,))
-        # ascending and unstable: the threshold needs neither a flipped copy nor a stable (8x slower) sort
-        s = xp.sort(a, axis=-1, stable=False)
-        thr = xp.take_along_axis(s, d - kk, axis=-1)
+        if array_api_compat.is_torch_array(a):  # selection of the largest max(k), not a full sort
+            import torch
+
+            top = torch.topk(a, int(k_np.max()), dim=-1, largest=True, sorted=True).values
+            thr = torch.take_along_dim(top, kk - 1, dim=-1)
+        else:
+            # ascending and unstable: the threshold needs neither a flipped copy nor a stable (8x slower) sort
+            s = xp.sort(a, axis=-1, stable=False)
+            thr = xp.take_along_axis(s, d - kk, axis=-1)
     greater = a > thr
     equal = a == thr
     if isinstance(a, np.ndarray):

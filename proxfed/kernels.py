@@ -55,6 +55,11 @@ class KernelCount:
     ops: dict = field(default_factory=dict)
 
 
+#: In-place operators that write only the rows their last argument (the source) holds.
+_INDEXED_WRITES = frozenset({"aten.index_copy_", "aten.index_put_", "aten.index_add_", "aten.scatter_",
+                             "aten.scatter_add_", "aten.masked_scatter_"})
+
+
 def _tensors(obj):
     import torch
 
@@ -81,7 +86,10 @@ class _Mode:
                     return out
                 count.kernels += 1
                 count.ops[name] = count.ops.get(name, 0) + 1
-                count.bytes_written += sum(t.numel() * t.element_size() for t in _tensors(out))
+                if name in _INDEXED_WRITES:  # in place into some rows: the source's bytes, not the target's
+                    count.bytes_written += sum(t.numel() * t.element_size() for t in _tensors(args[-1]))
+                else:
+                    count.bytes_written += sum(t.numel() * t.element_size() for t in _tensors(out))
                 return out
 
         return Mode()

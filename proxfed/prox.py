@@ -73,7 +73,10 @@ def per_run(param: Any, x: Any, lead: int = 1):
             f"a per-run parameter must have shape (R,) with R = x.shape[0]; "
             f"got shape {a.shape} for x of shape {tuple(x.shape)}"
         )
-    return B.from_numpy(a.reshape(a.shape + (1,) * (x.ndim - lead)), like=x)
+    shaped = a.reshape(a.shape + (1,) * (x.ndim - lead))
+    if isinstance(x, np.ndarray):
+        return B.from_numpy(shaped, like=x)
+    return B.device_constant(shaped, like=x)
 
 
 def _with(op, **params):
@@ -84,6 +87,10 @@ def _with(op, **params):
 
 
 def _check_step(step) -> None:
+    """A positive finite step; an array on another library's device is not read back (that would
+    synchronize every call) -- the rules pass ``gamma / p`` of hyperparameters validated on the host."""
+    if not isinstance(step, (numbers.Real, np.ndarray, np.generic)):
+        return
     a = B.to_numpy(step)
     if a.size == 0 or not np.all(np.isfinite(a)) or np.any(a <= 0):
         raise ValueError(f"step must be positive and finite, got {step!r}")

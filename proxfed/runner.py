@@ -357,10 +357,17 @@ def run(
         flat = xp.reshape(st.w, batch + (-1,))
         return ~B.to_numpy(xp.all(xp.isfinite(flat), axis=-1))
 
+    # NumPy iterates are checked after every step; on another library the check stays on the device
+    # (the first non-finite iteration of each run) and is read at record points, so a step never waits
+    watch = None if isinstance(state.w, np.ndarray) else _FiniteWatch(state.w, batch)
+    first_bad = np.full(batch, -1, np.int64)
+
     def freeze(st, hold, good_st):
-        """Runs in ``hold`` back to ``good_st``; the new ones among them (not finished) diverged now."""
+        """Runs in ``hold`` back to ``good_st``; the new ones among them (not finished) diverged now
+        (at the first iteration their iterates were non-finite, where the device watch saw it)."""
         for r in np.flatnonzero(np.atleast_1d(hold & ~frozen & ~finished)):
-            diverged_at[int(r)] = st.t
+            seen = int(np.ravel(first_bad)[r])
+            diverged_at[int(r)] = seen if seen >= 0 else st.t
         return _merge_runs(~hold, st, good_st)
 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -388,10 +395,16 @@ def run(
                     coin = coins[..., j]
                     new = algorithm.step(state, problem, coin if batch else bool(coin))
                 j += k
-                bad = nonfinite_iterates(new) & ~finished
+                if watch is None:
+                    bad = nonfinite_iterates(new) & ~finished
+                else:
+                    watch.see(new)
+                    first_bad = watch.pop() if recorded[new.t - first_t] else np.full(batch, -1, np.int64)
+                    bad = (first_bad >= 0) & ~finished
                 if not batch and bad:
                     status = "diverged"
-                    message = (f"iterates became non-finite at iteration {new.t}; "
+                    at = int(first_bad) if watch is not None else new.t
+                    message = (f"iterates became non-finite at iteration {at}; "
                                f"kept the state of iteration {good.t} (the last finite record)")
                     state = good
                     break
@@ -440,6 +453,32 @@ def run(
         status=status, message=message, config=config, diverged=diverged,
         diverged_at=dict(diverged_at) if batch else {},
     )
+
+
+class _FiniteWatch:
+    """The first iteration at which each run's iterates were non-finite, kept on their device.
+
+    :meth:`see` after every step costs a few kernels and no transfer; :meth:`pop` reads it
+    back (at record points) and starts over, -1 meaning finite throughout.
+    """
+
+    def __init__(self, like, batch: tuple):
+        self.xp, self.batch = B.namespace(like), batch
+        self.device = B.device_of(like)
+        self._reset()
+
+    def _reset(self):
+        self.first = self.xp.full(self.batch, -1, dtype=self.xp.int64, device=self.device)
+
+    def see(self, st: State) -> None:
+        xp = self.xp
+        finite = xp.all(xp.isfinite(xp.reshape(st.w, self.batch + (-1,))), axis=-1)
+        self.first = xp.where(~finite & (self.first < 0), st.t, self.first)
+
+    def pop(self) -> np.ndarray:
+        first = np.asarray(B.to_numpy(self.first), dtype=np.int64).reshape(self.batch)
+        self._reset()
+        return first
 
 
 def _split_and_reference(problem, split, reference):

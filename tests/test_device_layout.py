@@ -142,3 +142,35 @@ def test_real_data_kernels_and_bytes(shared_data, tmp_path):
         assert c_part.kernels == c_full.kernels <= 100
         assert c_full.bytes_written <= 30 * iterate_bytes
     assert len(full._device.get(torch.zeros(1, dtype=torch.float64))["blocks"]) == 1 + DEVICE_BUCKETS
+
+
+@pytest.mark.parametrize("every", [1, 7, 40])
+def test_divergence_seen_on_the_device_matches_numpy(every):
+    """On torch the runner reads finiteness back only at records; the outcome is NumPy's per-step one."""
+    prob = ridge_problem(20)
+    L = float(prob.smoothness().max())
+    alg = A.proxskip(np.array([1 / L, 100 / L, 0.5 / L]), 0.5)
+    want = proxfed_run(alg, prob, np.zeros((3, prob.dim)), every)
+    got = proxfed_run(alg, prob, torch.zeros((3, prob.dim), dtype=torch.float64), every)
+    assert got.status == want.status == "diverged" and got.message == want.message
+    assert got.diverged_at == want.diverged_at and got.diverged.tolist() == [False, True, False]
+    np.testing.assert_allclose(got.state.w.numpy(), want.state.w, rtol=1e-12, atol=1e-12)
+    for key in ("loss", "communications", "bits_up"):
+        np.testing.assert_allclose(got.history[key], want.history[key], rtol=1e-10)
+    single = A.proxskip(100 / L, 0.5)
+    want = proxfed_run(single, prob, np.zeros(prob.dim), every)
+    got = proxfed_run(single, prob, torch.zeros(prob.dim, dtype=torch.float64), every)
+    assert got.status == want.status == "diverged" and got.message == want.message
+    assert got.state.t == want.state.t
+
+
+def proxfed_run(alg, prob, w0, every):
+    import proxfed
+
+    return proxfed.run(alg, prob, 120, w0=w0, seed=0, every=every, jumps=False, split=None, reference=None)
+
+
+def test_a_local_step_moves_nothing_between_host_and_device():
+    prob = softmax_problem(30)
+    count, _ = step_counts(prob, "sparse_proxskip", coin=COINS["local"])
+    assert count.to_host == count.from_host == count.host_syncs == 0

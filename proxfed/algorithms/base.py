@@ -7,6 +7,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
 from .. import _backend as B
@@ -338,7 +339,7 @@ def select_runs(mask: np.ndarray, new, old):
     if not mask.any():
         return old
     xp = B.namespace(old)
-    m = B.from_numpy(np.array(mask).reshape(mask.shape + (1, 1)), like=old)
+    m = B.device_constant(np.array(mask).reshape(mask.shape + (1, 1)), like=old)
     return xp.where(m, new, old)
 
 
@@ -373,7 +374,7 @@ def take_runs(x, runs):
     if isinstance(x, np.ndarray):
         return x[runs]
     xp = B.namespace(x)
-    return xp.take(x, B.from_numpy(runs, like=x), axis=0)
+    return xp.take(x, B.device_constant(np.asarray(runs, np.int64), like=x), axis=0)
 
 
 def merge_runs(mask: np.ndarray, new, old):
@@ -381,24 +382,35 @@ def merge_runs(mask: np.ndarray, new, old):
     order) where ``mask[r]``, else from ``old`` (all R runs; None reads as zeros). ``new`` and
     ``old`` have the same shape after the run axis (broadcast ``new`` first if it is smaller).
 
-    One pass that writes the result and reads only the rows it keeps (``select_runs`` on full
-    arrays reads both).
+    NumPy: one pass that writes the result and reads only the rows it keeps. Other libraries:
+    two kernels whatever R (a concatenation and one gather on the run axis), not one per run.
     """
     xp = B.namespace(new)
+    mask = np.asarray(mask, bool)
     shape = tuple(new.shape[1:])
-    zero = None
-    parts, j = [], 0
-    for r, m in enumerate(np.asarray(mask, bool)):
-        if m:
-            parts.append(xp.broadcast_to(new[j, ...], shape))
-            j += 1
-        elif old is None:
-            if zero is None:
-                zero = xp.zeros(shape, dtype=new.dtype, device=B.device_of(new))
-            parts.append(zero)
-        else:
-            parts.append(xp.broadcast_to(old[r, ...], shape))
-    return xp.stack(parts)
+    n_new = int(new.shape[0])
+    if isinstance(new, np.ndarray):
+        out = np.empty((mask.size,) + shape, dtype=new.dtype)
+        j = 0
+        for r, m in enumerate(mask):
+            if m:
+                out[r] = new[j]
+                j += 1
+            else:
+                out[r] = 0 if old is None else old[r]
+        return out
+    if old is None:
+        old = xp.zeros((mask.size,) + shape, dtype=new.dtype, device=B.device_of(new))
+    runs = B.device_constant(np.flatnonzero(mask).astype(np.int64), like=new)
+    if array_api_compat.is_torch_array(new):  # writes R + n_new rows
+        return old.expand((mask.size,) + shape).clone().index_copy_(0, runs, new.expand((n_new,) + shape))
+    if array_api_compat.is_cupy_array(new):  # pragma: no cover - needs a GPU
+        out = xp.broadcast_to(old, (mask.size,) + shape).copy()
+        out[runs] = new
+        return out
+    source = np.where(mask, np.cumsum(mask) - 1, n_new + np.arange(mask.size))
+    stacked = xp.concat([xp.broadcast_to(new, (n_new,) + shape), xp.broadcast_to(old, (mask.size,) + shape)], axis=0)
+    return xp.take(stacked, B.device_constant(source.astype(np.int64), like=new), axis=0)
 
 
 def hyper_like(value, x):
