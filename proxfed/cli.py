@@ -4,12 +4,23 @@
 ``proxfed reproduce femnist ...`` (Tables 3, 4, Figure 3 and Appendix D) and
 ``proxfed reproduce femnist-appendix-d ...`` (only Appendix D) run
 :func:`proxfed.experiments.paper.reproduce`.
+
+Failures are one line on stderr: a usage error (a bad option, a missing or
+wrong ``--data-dir``, an ``--out`` that cannot be written) is reported with
+the subcommand's usage and exit status 2, before any work and before any
+directory is made; a failure while working is reported as
+``proxfed <command>: error: ...`` with exit status 1, and an output directory
+that the command made and left empty is removed. ``proxfed --debug ...``
+shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+from pathlib import Path
 
 __all__ = ["main", "build_parser"]
 
@@ -18,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``proxfed`` argument parser."""
     parser = argparse.ArgumentParser(prog="proxfed", description="Sparse federated optimization toolkit.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of a failure (default: one line on stderr)")
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS/OpenMP threads for the command (default: the libraries' own setting)")
     parser.add_argument("--release-memory", action="store_true",
@@ -29,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--sparsity", type=float, default=0.9, help="target sparsity s in [0, 1) (default: %(default)s)")
     demo.add_argument("--iterations", type=int, default=5000, help="local steps per method (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the data and the coins (default: %(default)s)")
-    demo.add_argument("--alpha", type=float, default=10.0, help="ridge regularization (default: %(default)s)")
+    demo.add_argument("--alpha", type=float, default=10.0,
+                      help="ridge regularization, a finite number > 0 (default: %(default)s)")
     demo.add_argument("--methods", nargs="+", default=None,
                       help="methods to run (default: the Algorithm-1 variants and FedHT/FedIHT; also "
                            "fedsparsify_global, fedsparsify_local, random_pruning, pdst, spdst, jmwst)")
@@ -74,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _reproduce_cifar10(parser, args) -> int:
-    """``proxfed reproduce cifar10``: :func:`proxfed_dl.reproduce.reproduce_cifar10` (torch needed)."""
+    """``proxfed reproduce cifar10``: :func:`proxfed_dl.reproduce.reproduce_cifar10` (torch needed).
+
+    ``parser`` is the ``reproduce`` subparser (its ``error`` reports usage errors).
+    """
     if args.alpha is not None:
         parser.error("--alpha does not apply to cifar10")
     if args.pixels is not None:
@@ -94,6 +111,7 @@ def _reproduce_cifar10(parser, args) -> int:
     bad = [m for m in methods if m not in ALGORITHMS]
     if bad:
         parser.error(f"unknown methods {bad}; choose from {', '.join(ALGORITHMS)}")
+    _check_paths(parser, args)
     reproduce_cifar10(args.data_dir, args.out, budget=args.budget, methods=methods, seed=args.seed,
                       progress=not args.no_progress)
     return 0
@@ -110,7 +128,11 @@ def _alpha(text: str):
 
 
 def main(argv=None) -> int:
-    """Entry point; returns the exit status."""
+    """Entry point; returns the exit status (0, 1 for a failure while working, 2 for a usage error).
+
+    Usage errors raise :class:`SystemExit` (status 2) through argparse, after
+    printing the subcommand's usage and a one-line message to stderr.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.threads is not None and args.threads < 1:
@@ -121,10 +143,148 @@ def main(argv=None) -> int:
     kept = not args.release_memory and keep_freed_memory()
     try:
         with blas_threads(args.threads):
-            return _main(parser, args)
+            return _run(parser, args)
     finally:  # a Python caller of main() gets its allocator settings back
         if kept:
             keep_freed_memory(False)
+
+
+def _run(parser, args) -> int:
+    """:func:`_main`, with a failure as one line on stderr (status 1; 130 when interrupted).
+
+    The directories that the command would create (``--out``, ``--cache-dir``)
+    and that it leaves empty when it fails are removed. With ``--debug`` the
+    exception propagates with its traceback.
+    """
+    if args.command == "reproduce" and args.out is None:
+        args.out = _default_out(args)
+    made = [d for out in _output_dirs(args) for d in _missing_dirs(Path(out))]
+    ok = False
+    try:
+        status = _main(parser, args)
+        ok = status == 0
+        return status
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"{_prog(parser, args)}: error: {_one_line(exc)} (proxfed --debug ... shows the traceback)",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"{_prog(parser, args)}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if not ok:
+            _remove_empty(made)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (its type named unless it is an OSError or a ValueError)."""
+    message = " ".join(str(exc).split())
+    if isinstance(exc, (OSError, ValueError)) and message:
+        return message
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _subparser(parser, name: str) -> argparse.ArgumentParser:
+    """The subcommand ``name``'s own parser (its ``error`` prints its usage)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise KeyError(name)
+
+
+def _prog(parser, args) -> str:
+    return _subparser(parser, args.command).prog if args.command else parser.prog
+
+
+def _output_dirs(args) -> list:
+    """The directories that the command writes into: ``--out`` and ``--cache-dir``."""
+    return [d for d in (getattr(args, "out", None), getattr(args, "cache_dir", None)) if d is not None]
+
+
+def _default_out(args) -> str:
+    """``proxfed-results/<dataset>-<budget>``, as :func:`proxfed.experiments.paper.reproduce` would choose."""
+    dataset = "femnist" if args.experiment.startswith("femnist") else args.experiment
+    return f"proxfed-results/{dataset}-{args.budget}"
+
+
+def _missing_dirs(path: Path) -> list:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    path = Path(os.path.abspath(path.expanduser()))
+    missing = []
+    while not path.exists() and not path.is_symlink() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_empty(dirs) -> None:
+    """Remove those of ``dirs`` (deepest first) that exist and are empty directories."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:  # not there, not empty or not a directory: left alone
+            pass
+
+
+def _check_paths(sub, args) -> None:
+    """Usage errors for a ``--data-dir`` without the experiment's files and an ``--out`` that cannot be written."""
+    problem = _data_dir_problem(args.experiment, Path(args.data_dir).expanduser())
+    if problem:
+        sub.error(f"--data-dir {args.data_dir}: {problem}")
+    _check_out(sub, args.out)
+
+
+def _check_out(sub, out) -> None:
+    """A usage error unless ``out`` is a writable directory or can be made as one."""
+    path = Path(os.path.abspath(Path(out).expanduser()))
+    missing = _missing_dirs(path)
+    existing = missing[-1].parent if missing else path
+    if not existing.is_dir():
+        what = "exists and is not a directory" if existing == path else f"{existing} is not a directory"
+        sub.error(f"--out {out}: {what}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not writable" if existing == path else f"cannot be made: {existing} is not writable"
+        sub.error(f"--out {out}: {what}")
+
+
+def _data_dir_problem(experiment: str, path: Path) -> str | None:
+    """What ``--data-dir`` lacks for ``experiment`` (None: the files the loader reads are there)."""
+    if not path.exists():
+        return "no such file or directory"
+    if experiment == "cifar10":
+        return _cifar10_problem(path)
+    dataset = "femnist" if experiment.startswith("femnist") else "blogfeedback"
+    folder = path / dataset if (path / dataset).is_dir() else path
+    if dataset == "femnist":
+        if not all((folder / split).is_dir() for split in ("train", "test")):
+            return "no FEMNIST train/ and test/ folders (LEAF's output) in it or in its femnist/ folder"
+        return None
+    if folder.is_file():
+        return None  # the UCI zip; the loader checks its members
+    from .data.blogfeedback import TEST_PATTERN, TRAIN_NAMES
+
+    names = [p.name for p in folder.iterdir()]
+    if not any(n in TRAIN_NAMES for n in names) or not any(TEST_PATTERN.match(n) for n in names):
+        return ("no BlogFeedback files (blogData_train.csv and blogData_test-*.csv, or the UCI zip) in it or in "
+                "its blogfeedback/ folder")
+    return None
+
+
+def _cifar10_problem(path: Path) -> str | None:
+    """What a CIFAR-10 ``--data-dir`` lacks (see :func:`proxfed.data.read_cifar10`)."""
+    from .data.cifar10 import FOLDER, META, TEST_BATCH, TRAIN_BATCHES
+
+    if path.is_file():
+        return None  # the .tar.gz; the loader checks its members
+    folder = path / FOLDER if (path / FOLDER).is_dir() and not (path / META).exists() else path
+    missing = [n for n in (*TRAIN_BATCHES, TEST_BATCH, META) if not (folder / n).is_file()]
+    if missing:
+        return f"no CIFAR-10 python batches ({', '.join(missing)} missing) in it or in its {FOLDER}/ folder"
+    return None
 
 
 def _main(parser, args) -> int:
@@ -134,65 +294,75 @@ def _main(parser, args) -> int:
         print(__version__)
         return 0
     if args.command == "demo":
-        from .experiments.demo import DEMO_METHODS, SPARSE_TRAINING_DEMO_METHODS, run_demo
-
-        if args.iterations < 1:
-            parser.error("--iterations must be >= 1")
-        if not 0 <= args.sparsity < 1:
-            parser.error("--sparsity must be in [0, 1)")
-        if args.seed < 0:
-            parser.error("--seed must be >= 0")
-        methods = tuple(args.methods) if args.methods else DEMO_METHODS
-        bad = [m for m in methods if m not in DEMO_METHODS + SPARSE_TRAINING_DEMO_METHODS]
-        if bad:
-            parser.error(f"unknown methods {bad}; choose from {', '.join(DEMO_METHODS + SPARSE_TRAINING_DEMO_METHODS)}")
-        run_demo(args.out, sparsity=args.sparsity, iterations=args.iterations, seed=args.seed,
-                 alpha=args.alpha, methods=methods, progress=not args.no_progress)
-        return 0
+        return _demo(_subparser(parser, "demo"), args)
     if args.command == "reproduce" and args.experiment == "cifar10":
-        return _reproduce_cifar10(parser, args)
+        return _reproduce_cifar10(_subparser(parser, "reproduce"), args)
     if args.command == "reproduce":
-        from .experiments.paper import PAPER_METHODS, reproduce
-
-        dataset = "femnist" if args.experiment.startswith("femnist") else "blogfeedback"
-        if args.seed < 0:
-            parser.error("--seed must be >= 0")
-        if args.alpha is not None and args.alpha != "validation" and not args.alpha > 0:
-            parser.error("--alpha must be > 0")
-        from .experiments.paper import BUDGETS
-
-        if args.budget not in BUDGETS[dataset]:
-            parser.error(f"{dataset} has no {args.budget!r} budget; choose from {', '.join(BUDGETS[dataset])}")
-        if args.alpha == "validation" and dataset != "blogfeedback":
-            parser.error("--alpha validation is for blogfeedback (FEMNIST chooses alpha on its hold-out by default)")
-        if args.pixels is not None and dataset != "femnist":
-            parser.error("--pixels applies to femnist only")
-        from .experiments.paper import _check_options
-
-        try:
-            _check_options(dataset, args.pixels, args.jobs, args.backend)
-        except ValueError as exc:
-            parser.error(str(exc))
-        if args.methods:
-            bad = [m for m in args.methods if m not in PAPER_METHODS[dataset]]
-            if bad:
-                parser.error(f"unknown methods {bad}; choose from {', '.join(PAPER_METHODS[dataset])}")
-        only_d = args.experiment == "femnist-appendix-d"
-        from ._backend import array_template
-
-        try:
-            array_template(args.backend, args.device, args.dtype)
-        except ValueError as exc:
-            parser.error(str(exc))
-        reproduce(dataset, args.data_dir, args.out, budget=args.budget,
-                  methods=tuple(args.methods) if args.methods else None, seed=args.seed, alpha=args.alpha,
-                  appendix_d=(dataset == "femnist" and not args.no_appendix_d) or only_d, main=not only_d,
-                  cache_dir=args.cache_dir, progress=not args.no_progress, backend=args.backend,
-                  device=args.device, dtype=args.dtype, pixels=args.pixels or "inverted", jobs=args.jobs,
-                  driver=args.driver)
-        return 0
+        return _reproduce(_subparser(parser, "reproduce"), args)
     parser.print_help()
     return 2
+
+
+def _demo(parser, args) -> int:
+    """``proxfed demo`` (``parser``: the ``demo`` subparser)."""
+    from .experiments.demo import DEMO_METHODS, SPARSE_TRAINING_DEMO_METHODS, run_demo
+
+    if args.iterations < 1:
+        parser.error("--iterations must be >= 1")
+    if not 0 <= args.sparsity < 1:
+        parser.error("--sparsity must be in [0, 1)")
+    if args.seed < 0:
+        parser.error("--seed must be >= 0")
+    if not (math.isfinite(args.alpha) and args.alpha > 0):
+        parser.error(f"--alpha must be a finite number > 0, got {args.alpha}")
+    methods = tuple(args.methods) if args.methods else DEMO_METHODS
+    bad = [m for m in methods if m not in DEMO_METHODS + SPARSE_TRAINING_DEMO_METHODS]
+    if bad:
+        parser.error(f"unknown methods {bad}; choose from {', '.join(DEMO_METHODS + SPARSE_TRAINING_DEMO_METHODS)}")
+    _check_out(parser, args.out)
+    run_demo(args.out, sparsity=args.sparsity, iterations=args.iterations, seed=args.seed,
+             alpha=args.alpha, methods=methods, progress=not args.no_progress)
+    return 0
+
+
+def _reproduce(parser, args) -> int:
+    """``proxfed reproduce blogfeedback|femnist|femnist-appendix-d`` (``parser``: the ``reproduce`` subparser)."""
+    from .experiments.paper import BUDGETS, PAPER_METHODS, _check_options, reproduce
+
+    dataset = "femnist" if args.experiment.startswith("femnist") else "blogfeedback"
+    if args.seed < 0:
+        parser.error("--seed must be >= 0")
+    if args.alpha is not None and args.alpha != "validation" and not (math.isfinite(args.alpha) and args.alpha > 0):
+        parser.error(f"--alpha must be a finite number > 0 or 'validation', got {args.alpha}")
+    if args.budget not in BUDGETS[dataset]:
+        parser.error(f"{dataset} has no {args.budget!r} budget; choose from {', '.join(BUDGETS[dataset])}")
+    if args.alpha == "validation" and dataset != "blogfeedback":
+        parser.error("--alpha validation is for blogfeedback (FEMNIST chooses alpha on its hold-out by default)")
+    if args.pixels is not None and dataset != "femnist":
+        parser.error("--pixels applies to femnist only")
+    try:
+        _check_options(dataset, args.pixels, args.jobs, args.backend)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.methods:
+        bad = [m for m in args.methods if m not in PAPER_METHODS[dataset]]
+        if bad:
+            parser.error(f"unknown methods {bad}; choose from {', '.join(PAPER_METHODS[dataset])}")
+    only_d = args.experiment == "femnist-appendix-d"
+    from ._backend import array_template
+
+    try:
+        array_template(args.backend, args.device, args.dtype)
+    except ValueError as exc:
+        parser.error(str(exc))
+    _check_paths(parser, args)
+    reproduce(dataset, args.data_dir, args.out, budget=args.budget,
+              methods=tuple(args.methods) if args.methods else None, seed=args.seed, alpha=args.alpha,
+              appendix_d=(dataset == "femnist" and not args.no_appendix_d) or only_d, main=not only_d,
+              cache_dir=args.cache_dir, progress=not args.no_progress, backend=args.backend,
+              device=args.device, dtype=args.dtype, pixels=args.pixels or "inverted", jobs=args.jobs,
+              driver=args.driver)
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

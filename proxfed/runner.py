@@ -5,8 +5,11 @@ The module is named ``runner`` so that ``proxfed.run`` can be the function.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import numbers
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,14 +72,97 @@ class RunResult:
         return out
 
     def save(self, directory) -> Path:
-        """Write ``config.json``, ``history.npz``, ``summary.json`` and ``state.npz`` to ``directory``."""
+        """Write ``config.json``, ``history.npz``, ``summary.json`` and ``state.npz`` to ``directory``, atomically.
+
+        The files are written into a temporary sibling directory, which
+        replaces ``directory`` only once all of them are in place: a run
+        directory is complete or absent, never a ``summary.json`` beside a
+        truncated ``state.npz``. A run saved there before is kept until the
+        new one is complete (and kept, unchanged, if the save fails).
+
+        Parameters
+        ----------
+        directory : str or path-like
+            The run directory: absent, empty, or holding an earlier run's
+            four files and nothing else.
+
+        Returns
+        -------
+        pathlib.Path
+            ``directory``.
+
+        Raises
+        ------
+        FileExistsError
+            If ``directory`` is a file, or holds files other than a run's
+            (they are left alone).
+        """
         path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "config.json").write_text(json.dumps(self.config, indent=2, default=_jsonable))
-        np.savez_compressed(path / "history.npz", **self.history)
-        (path / "summary.json").write_text(json.dumps(self.summary(), indent=2, default=_jsonable))
-        save_state(self.state, path / "state.npz")
+        with _staged_directory(path) as tmp:
+            (tmp / "config.json").write_text(json.dumps(self.config, indent=2, default=_jsonable))
+            np.savez_compressed(tmp / "history.npz", **self.history)
+            (tmp / "summary.json").write_text(json.dumps(self.summary(), indent=2, default=_jsonable))
+            save_state(self.state, tmp / "state.npz")
         return path
+
+
+# The files of a run directory written by RunResult.save.
+_RUN_FILES = ("config.json", "history.npz", "summary.json", "state.npz")
+
+
+def _check_run_directory(path: Path) -> None:
+    """Refuse to replace a file, or a directory holding anything but a run's files."""
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"cannot save a run to {path}: it exists and is not a directory")
+    if path.is_dir():
+        other = sorted(p.name for p in path.iterdir() if p.name not in _RUN_FILES)
+        if other:
+            raise FileExistsError(f"cannot save a run to {path}: it holds files other than a saved run's "
+                                  f"({', '.join(other[:5])}{', ...' if len(other) > 5 else ''}); choose a new "
+                                  "directory")
+
+
+def _sibling(path: Path, suffix: str) -> Path:
+    """A fresh hidden name beside ``path`` (``.<name>.<random>.<suffix>``)."""
+    return path.with_name(f".{path.name}.{os.urandom(4).hex()}.{suffix}")
+
+
+@contextlib.contextmanager
+def _staged_directory(path: Path):
+    """Yield an empty temporary directory beside ``path``; on success it replaces ``path``.
+
+    On any exception (or interruption) the temporary directory is removed
+    and ``path`` is left as it was.
+    """
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    _check_run_directory(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(path, "tmp")
+    try:
+        tmp.mkdir()  # (the umask's permissions, as a plain mkdir)
+        yield tmp
+        _check_run_directory(path)  # (again: something may have appeared meanwhile)
+        _swap_in(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # (gone already after a successful swap)
+
+
+def _swap_in(new: Path, path: Path) -> None:
+    """Rename ``new`` to ``path``; an existing ``path`` is moved aside first and removed after.
+
+    If the final rename fails, the earlier ``path`` is moved back.
+    """
+    if not path.exists():
+        os.replace(new, path)
+        return
+    old = _sibling(path, "old")
+    os.replace(path, old)
+    try:
+        os.replace(new, path)
+    except BaseException:
+        os.replace(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _jsonable(obj):

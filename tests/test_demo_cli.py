@@ -71,3 +71,13 @@ def test_cli_rejects_bad_arguments(argv, message, capsys):
 def test_cli_without_command_prints_help(capsys):
     assert main([]) == 2
     assert "demo" in capsys.readouterr().out
+
+
+def test_demo_says_when_it_cannot_plot(tmp_path, monkeypatch):
+    import proxfed.experiments.demo as demo
+
+    monkeypatch.setattr(demo, "have_matplotlib", lambda: False)
+    said = []
+    out = run_demo(tmp_path / "demo", iterations=50, methods=("proxskip",), progress=False, echo=said.append)
+    assert out["plot"] is None and not (tmp_path / "demo" / "metric_vs_bits.png").exists()
+    assert any("no plot" in s and "matplotlib" in s for s in said)

@@ -547,6 +547,7 @@ def test_reproduce_cifar10_smoke_on_pickle_fixtures(tmp_path):
     assert set(CIFAR10_METHODS) >= {"sparse_proxskip", "accelerated_server_pruning"}
     with pytest.raises(SystemExit):
         main(["reproduce", "cifar10", "--data-dir", str(folder), "--alpha", "1"])
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(SystemExit) as exc:  # a usage error, before any work
         main(["reproduce", "cifar10", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2
     assert not (tmp_path / "x").exists()  # nothing written for bad input

@@ -124,18 +124,18 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
 def atomic_path(dest: Path):
     """Yield a temporary path beside ``dest``; on success it replaces ``dest`` atomically.
 
-    On any exception the temporary file is removed and ``dest`` is left as it
-    was, so a reader never sees a partial file.
+    On any exception or interruption the temporary file is removed and
+    ``dest`` is left as it was, so a reader never sees a partial file and no
+    ``.part`` file is left behind.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(name)
     try:
+        os.close(fd)
         yield tmp
         os.replace(tmp, dest)
-    except BaseException:
+    finally:  # (after a successful replace there is nothing left to remove)
         with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+            tmp.unlink(missing_ok=True)

@@ -110,12 +110,13 @@ def run_demo(
 
     Writes ``config.json``, ``summary.json``, ``table.md``, one run
     directory per method (``config.json``, ``history.npz``,
-    ``summary.json``, ``state.npz``) and, with matplotlib,
-    ``metric_vs_bits.png``.
+    ``summary.json``, ``state.npz``) and ``metric_vs_bits.png`` (without
+    matplotlib, a core dependency, it says that there is no plot).
 
     Returns
     -------
-    dict with ``rows`` (one summary per method), ``table`` (Markdown) and ``out_dir``.
+    dict with ``rows`` (one summary per method), ``table`` (Markdown), ``out_dir`` and ``plot``
+    (the figure's path, or None).
     """
     unknown = set(methods) - set(DEMO_METHODS + SPARSE_TRAINING_DEMO_METHODS)
     if unknown:
@@ -155,9 +156,12 @@ def run_demo(
     (out / "config.json").write_text(json.dumps(config, indent=2))
     (out / "summary.json").write_text(json.dumps({"rows": rows, "seconds": elapsed}, indent=2))
     (out / "table.md").write_text(table + "\n")
+    plot = None
     if have_matplotlib():
-        plot_metric_vs_bits(histories, out / "metric_vs_bits.png", metric_label="test R²",
-                            title=f"demo: synthetic ridge, sparsity {sparsity:.0%} (K={k})")
+        plot = plot_metric_vs_bits(histories, out / "metric_vs_bits.png", metric_label="test R²",
+                                   title=f"demo: synthetic ridge, sparsity {sparsity:.0%} (K={k})")
     echo(table)
+    if plot is None:
+        echo("no plot: metric_vs_bits.png needs matplotlib, which is not installed (pip install matplotlib)")
     echo(f"results written to {out} ({elapsed:.1f} s)")
-    return {"rows": rows, "table": table, "out_dir": out}
+    return {"rows": rows, "table": table, "out_dir": out, "plot": plot}
