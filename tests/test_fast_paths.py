@@ -148,3 +148,26 @@ def test_record_at_adds_records_that_jumps_do_not_cross(problem):
     for bad in ([0], [301]):
         with pytest.raises(ValueError, match="record_at"):
             proxfed.run(alg, problem, 300, record_at=bad)
+
+
+@pytest.mark.parametrize("lead", [(), (3,)])
+@pytest.mark.parametrize("with_h", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fused_softmax_gradient_step_is_the_unfused_expression_bit_for_bit(lead, with_h, dtype):
+    """SoftmaxRegression.gradient_step fuses the step per client on NumPy; it must not change a bit."""
+    from proxfed import FederatedDataset
+    from proxfed.problems import SoftmaxRegression
+
+    g = np.random.default_rng(4)
+    clients = [(g.normal(size=(n, 6)), g.integers(0, 3, n)) for n in (2, 9, 5, 1)]
+    prob = SoftmaxRegression(FederatedDataset.from_clients(clients), alpha=0.3)
+    W = g.normal(size=lead + (4, prob.dim)).astype(dtype)
+    H = g.normal(size=W.shape).astype(dtype) if with_h else None
+    gamma = np.array([0.1, 0.02, 0.5]).reshape(3, 1, 1).astype(dtype) if lead else dtype(0.07)
+    G = prob.grad(W)
+    want = W - gamma * (G if H is None else G - H)
+    got = prob.gradient_step(W, gamma, H)
+    assert got.dtype == W.dtype
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="H must have the shape"):
+        prob.gradient_step(W, gamma, np.zeros((4, prob.dim + 1), dtype))

@@ -319,6 +319,16 @@ def gradient(problem, W, state: State):
     return problem.grad(W)
 
 
+def gradient_step(problem, W, gamma, state: State, H=None):
+    """``W - gamma (grad f_i(W) - H)`` (``W - gamma grad f_i(W)`` without ``H``): the problem's own
+    (possibly fused) :meth:`~proxfed.problems.FederatedProblem.gradient_step`, or the plain
+    expression around :func:`gradient` for stochastic problems and those without one."""
+    if getattr(problem, "stochastic", False) or not hasattr(problem, "gradient_step"):
+        G = gradient(problem, W, state)
+        return W - gamma * (G if H is None else G - H)
+    return problem.gradient_step(W, gamma, H)
+
+
 def coin_array(coin, batch_shape: tuple) -> np.ndarray:
     """Validate a coin (bool or per-run bools) and broadcast it to the batch shape."""
     c = B.to_numpy(coin)

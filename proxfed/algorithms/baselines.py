@@ -17,6 +17,7 @@ from .base import (
     check_positive,
     coin_array,
     gradient,
+    gradient_step,
     hyper_like,
     latest_upload,
     select_runs,
@@ -93,7 +94,7 @@ class FedAvg(_FixedSchedule):
     def step(self, state: State, problem, coin) -> State:
         """One local step for every client; average (and prune) where ``coin`` is true."""
         W = state.w
-        V = W - hyper_like(self.gamma, W) * gradient(problem, W, state)
+        V = gradient_step(problem, W, hyper_like(self.gamma, W), state)
         if self.local_topk:
             V = self.topk.prox(V, 1.0)
         return self.finish_step(state, problem, coin, V)

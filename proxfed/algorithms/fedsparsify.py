@@ -35,7 +35,7 @@ import numpy as np
 from .. import _backend as B
 from ..comm import CommModel
 from ..prox import sparsity_to_k
-from .base import State, coin_array, gradient, hyper_like, latest_upload, select_runs
+from .base import State, coin_array, gradient_step, hyper_like, latest_upload, select_runs
 from .rounds import MASK_STREAM, RoundBased, count_true
 
 __all__ = [
@@ -277,7 +277,7 @@ class FedSparsify(RoundBased):
         xp = B.namespace(state.w)
         W, ex = state.w, state.extras
         mask = ex["mask"]
-        V = W - hyper_like(self.gamma, W) * gradient(problem, W, state)
+        V = gradient_step(problem, W, hyper_like(self.gamma, W), state)
         V = xp.where(mask, V, xp.zeros_like(V))
         on = coin_array(coin, state.batch_shape)
         if not on.any():

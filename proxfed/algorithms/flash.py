@@ -49,7 +49,7 @@ import numpy as np
 from .. import _backend as B
 from ..comm import CommModel
 from ..prox import sparsity_to_k
-from .base import State, coin_array, gradient, hyper_like, latest_upload, select_runs
+from .base import State, coin_array, gradient_step, hyper_like, latest_upload, select_runs
 from .rounds import MASK_STREAM, Layers, RoundBased, as_layers
 
 __all__ = [
@@ -371,7 +371,7 @@ class Flash(RoundBased):
         """One masked local step (and the due DST steps); the FLASH round update where ``coin`` is true."""
         xp = B.namespace(state.w)
         W, ex = state.w, state.extras
-        V = W - hyper_like(self.gamma, W) * gradient(problem, W, state)
+        V = gradient_step(problem, W, hyper_like(self.gamma, W), state)
         V = xp.where(ex["client_mask"], V, xp.zeros_like(V))
         rounds_now = state.communications + 1
         V, client_mask = self._client_dst(state, V, problem, rounds_now)

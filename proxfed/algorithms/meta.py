@@ -34,6 +34,7 @@ from .base import (
     coin_array,
     comm_runs,
     gradient,
+    gradient_step,
     hyper_like,
     latest_upload,
     merge_runs,
@@ -179,8 +180,10 @@ class Algorithm1(Algorithm):
         """
         W, H = state.w, state.h
         gamma = hyper_like(self.gamma, W)
-        point = W if self.grad_at == "dense" else self.sparsifier.prox(W, gamma)
-        V = W - gamma * (gradient(problem, point, state) - H)              # line 6
+        if self.grad_at == "dense":
+            V = gradient_step(problem, W, gamma, state, H)                 # line 6
+        else:
+            V = W - gamma * (gradient(problem, self.sparsifier.prox(W, gamma), state) - H)
         if self.local is not None:
             V = self.local.prox(V, gamma)                                   # line 7
         return self.finish_step(state, problem, coin, V)

@@ -58,6 +58,17 @@ class FederatedProblem:
         _, g = self._data_terms(W, False, True)
         return g + self.l2 * W
 
+    def gradient_step(self, W, gamma, H=None):
+        """One local gradient step of every client: ``W - gamma (grad f_i(W) - H)``.
+
+        With ``H`` None, ``W - gamma grad f_i(W)``. ``gamma`` is a scalar or
+        broadcasts against ``W`` (per run: shape ``(R, 1, 1)``). Problems may fuse
+        it per client (:class:`SoftmaxRegression` on NumPy); the result is the
+        unfused expression's, rounding included.
+        """
+        G = self.grad(W)
+        return W - gamma * (G if H is None else G - H)
+
     def value_and_grad(self, W):
         """Both :meth:`value` and :meth:`grad` from one pass over the data."""
         xp = check_iterates(W, self.n_clients, self.dim)
