@@ -244,8 +244,7 @@ def top_scores_mask(a, k):
         k_np = to_numpy(k).astype(np.int64)
         if np.any(k_np < 1) or np.any(k_np > d):
             raise ValueError(f"every k must be in [1, {d}], got {k_np}")
-        kk = device_constant(k_np, like=x) if k_np.ndim else from_numpy(k_np, like=x)
-        kk = xp.astype(kk, index_dtype(xp, device_of(x)))
+        kk = device_constant(k_np, like=x)  # the library's index dtype (from_numpy's rule for integers)
         kk = xp.broadcast_to(kk[..., None] if kk.ndim else kk, x.shape[:-1] + (1,))
         if array_api_compat.is_torch_array(a):  # selection of the largest max(k), not a full sort
             import torch

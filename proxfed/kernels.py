@@ -8,9 +8,12 @@ iteration independent of N) and by ``benchmarks/bench_gpu.py``.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from . import _backend as B
 
 __all__ = ["KernelCount", "count_kernels", "HOST_SYNC_OPS"]
 
@@ -70,31 +73,29 @@ def _tensors(obj):
             yield from _tensors(o)
 
 
-class _Mode:
-    """The TorchDispatchMode behind :func:`count_kernels` (built lazily: torch is optional)."""
+def _dispatch_mode(count: KernelCount):
+    """A TorchDispatchMode that adds what it sees to ``count`` (torch imported here: it is optional)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
 
-    def __new__(cls, count: KernelCount):
-        from torch.utils._python_dispatch import TorchDispatchMode
-
-        class Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                out = func(*args, **(kwargs or {}))
-                name = func.overloadpacket._qualified_op_name.replace("::", ".")
-                if name in HOST_SYNC_OPS:
-                    count.host_syncs += 1
-                if func.is_view or name in _FREE_OPS:
-                    return out
-                count.kernels += 1
-                count.ops[name] = count.ops.get(name, 0) + 1
-                if name in _INDEXED_WRITES:  # in place into some rows: the source's bytes, not the target's
-                    count.bytes_written += sum(t.numel() * t.element_size() for t in _tensors(args[-1]))
-                else:
-                    count.bytes_written += sum(t.numel() * t.element_size() for t in _tensors(out))
+    class Counting(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            name = func.overloadpacket._qualified_op_name.replace("::", ".")
+            if name in HOST_SYNC_OPS:
+                count.host_syncs += 1
+            if func.is_view or name in _FREE_OPS:
                 return out
+            count.kernels += 1
+            count.ops[name] = count.ops.get(name, 0) + 1
+            # an indexed write in place writes its source's rows, not the whole target
+            written = args[-1] if name in _INDEXED_WRITES else out
+            count.bytes_written += sum(t.numel() * t.element_size() for t in _tensors(written))
+            return out
 
-        return Mode()
+    return Counting()
 
 
+@contextlib.contextmanager
 def count_kernels():
     """Context manager counting the torch kernels dispatched inside it.
 
@@ -104,30 +105,22 @@ def count_kernels():
     >>> c.kernels, c.bytes_written
     (3, 48)
     """
-    import contextlib
+    count = KernelCount()
+    to_numpy, from_numpy = B.to_numpy, B.from_numpy
 
-    from . import _backend as B
+    def counted_to_numpy(x):
+        if not isinstance(x, np.ndarray) and hasattr(x, "shape"):
+            count.to_host += 1
+        return to_numpy(x)
 
-    @contextlib.contextmanager
-    def scope():
-        count = KernelCount()
-        to_numpy, from_numpy = B.to_numpy, B.from_numpy
+    def counted_from_numpy(a, like, dtype=None):
+        if not isinstance(like, np.ndarray):
+            count.from_host += 1
+        return from_numpy(a, like, dtype)
 
-        def counted_to_numpy(x):
-            if not isinstance(x, np.ndarray) and hasattr(x, "shape"):
-                count.to_host += 1
-            return to_numpy(x)
-
-        def counted_from_numpy(a, like, dtype=None):
-            if not isinstance(like, np.ndarray):
-                count.from_host += 1
-            return from_numpy(a, like, dtype)
-
-        B.to_numpy, B.from_numpy = counted_to_numpy, counted_from_numpy
-        try:
-            with _Mode(count):
-                yield count
-        finally:
-            B.to_numpy, B.from_numpy = to_numpy, from_numpy
-
-    return scope()
+    B.to_numpy, B.from_numpy = counted_to_numpy, counted_from_numpy
+    try:
+        with _dispatch_mode(count):
+            yield count
+    finally:
+        B.to_numpy, B.from_numpy = to_numpy, from_numpy

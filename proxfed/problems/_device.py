@@ -19,7 +19,7 @@ import numpy as np
 from .. import _backend as B
 from ._layout import RowBucket, fill_bucket
 
-__all__ = ["DEVICE_BUCKETS", "padded_groups", "device_buckets", "runs_first", "Assembler"]
+__all__ = ["DEVICE_BUCKETS", "padded_groups", "device_buckets", "runs_first", "take_clients", "Assembler"]
 
 #: Row buckets of a device layout (each costs a handful of kernels per step).
 DEVICE_BUCKETS = 3

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import _backend as B
 
-__all__ = ["RowBucket", "row_buckets", "fill_bucket", "DeviceCache", "check_iterates", "unpermute"]
+__all__ = ["RowBucket", "row_buckets", "fill_bucket", "DeviceCache", "check_iterates"]
 
 BUCKET_GROWTH = 1.25
 
@@ -87,15 +87,3 @@ def check_iterates(W, n_clients: int, dim: int, name: str = "W"):
     if not xp.isdtype(W.dtype, "real floating"):
         raise TypeError(f"{name} must have a real floating dtype, got {W.dtype}")
     return xp
-
-
-def unpermute(values: list, grads: list, inverse):
-    """Concatenate per-block results (block order) and restore the client order."""
-    v = g = None
-    if values:
-        xp = B.namespace(values[0])
-        v = xp.take(xp.concat(values, axis=-1), inverse, axis=-1)
-    if grads:
-        xp = B.namespace(grads[0])
-        g = xp.take(xp.concat(grads, axis=-2), inverse, axis=-2)
-    return v, g

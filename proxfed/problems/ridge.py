@@ -140,10 +140,7 @@ class Ridge(FederatedProblem):
         """The NumPy layout for one dtype; batched runs put clients with more than d/2 rows in Gram form."""
         key = (batched, np.dtype(dtype).str)
         if key not in self._host_cache:
-            mode = "batched" if batched else "single"
-            if mode not in self._layouts:
-                self._layouts[mode] = self._layout(self.dataset.n_features / 2)
-            lay = self._layouts[mode]
+            lay = self._batched_layout() if batched else self._layouts["single"]
             cast = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
             chunks = [(bk.clients[sl], cast(bk.X[sl]), cast(bk.y[sl, :, None]))
                       for bk in lay["buckets"] for sl in _cache_chunks(bk.X)]
@@ -167,16 +164,22 @@ class Ridge(FederatedProblem):
         as Gram blocks ``G`` (Ng, d, d) with ``c = A^T b`` and ``b^T b / 2``, the others in
         at most ``DEVICE_BUCKETS`` padded row buckets ``X`` (Nb, rows, d), ``y`` (Nb, 1, rows)."""
         put = lambda a: B.from_numpy(np.ascontiguousarray(a), like=like)  # noqa: E731
-        lay = self._layouts.setdefault("batched", None) or self._layout(self.dataset.n_features / 2)
-        self._layouts["batched"] = lay
+        lay = self._batched_layout()
         blocks = []
         if lay["gram_clients"].size:
             blocks.append(("gram", put(lay["gram_clients"]), put(lay["G"]), put(lay["c"][:, None, :]),
                            put(lay["half_bb"][:, None])))
-        for bk in device_buckets(self.dataset, lay["row_clients"]):
+        buckets = device_buckets(self.dataset, lay["row_clients"])
+        for bk in buckets:
             blocks.append(("rows", put(bk.clients), put(bk.X), put(bk.y.astype(np.float64)[:, None, :]), None))
-        order = np.concatenate([lay["gram_clients"]] + [B.to_numpy(b[1]) for b in blocks if b[0] == "rows"])
+        order = np.concatenate([lay["gram_clients"]] + [bk.clients for bk in buckets])
         return {"blocks": blocks, "inverse": put(np.argsort(order))}
+
+    def _batched_layout(self) -> dict:
+        """The layout for batched runs and devices: clients with more than ``d/2`` rows in Gram form."""
+        if "batched" not in self._layouts:
+            self._layouts["batched"] = self._layout(self.dataset.n_features / 2)
+        return self._layouts["batched"]
 
     def _data_terms(self, W, want_value: bool, want_grad: bool):
         if isinstance(W, np.ndarray) and W.dtype in (np.float32, np.float64):

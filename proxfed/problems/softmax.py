@@ -103,12 +103,13 @@ class SoftmaxRegression(FederatedProblem):
         nothing to a gradient), one-hot labels ``Y`` (Nb, rows, C, 1) and the row mask (Nb, rows, 1)."""
         put = lambda a: B.from_numpy(np.ascontiguousarray(a), like=like)  # noqa: E731
         blocks = []
-        for bk in device_buckets(self.dataset, np.arange(self.n_clients)):
+        buckets = device_buckets(self.dataset, np.arange(self.n_clients))
+        for bk in buckets:
             X1 = np.concatenate([bk.X, bk.mask[..., None]], axis=-1)
             onehot = (bk.y[..., None] == np.arange(self.n_classes)) * bk.mask[..., None]
             blocks.append((put(bk.clients), put(X1), put(onehot[..., None].astype(np.float64)),
                            put(bk.mask[..., None])))
-        order = np.concatenate([B.to_numpy(b[0]) for b in blocks])
+        order = np.concatenate([bk.clients for bk in buckets])
         return {"blocks": blocks, "inverse": put(np.argsort(order))}
 
     def _data_terms(self, W, want_value: bool, want_grad: bool):
