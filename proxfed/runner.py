@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import _backend as B
-from .algorithms.base import Algorithm, State, _seeds_and_keys, select_runs
+from .algorithms.base import TALLIES, Algorithm, State, _seeds_and_keys, select_runs
 
 __all__ = ["run", "RunResult", "initial_models", "save_state", "load_state", "HISTORY_KEYS"]
 
@@ -176,7 +176,8 @@ def _jsonable(obj):
 def save_state(state: State, path) -> None:
     """Save a state's arrays to an ``.npz`` file (host copies)."""
     arrays = {"w": B.to_numpy(state.w), "h": B.to_numpy(state.h), "t": np.asarray(state.t)}
-    for name in ("communications", "bits_up", "bits_down", "values_up", "upload_nnz"):
+    state = state.with_host_tallies()
+    for name in ("communications", *TALLIES):
         arrays[name] = np.asarray(getattr(state, name))
     for key, value in state.extras.items():
         arrays[f"extra_{key}"] = B.to_numpy(value)
@@ -247,15 +248,17 @@ class _Recorder:
         host = lambda a: np.asarray(B.to_numpy(a), dtype=np.float64)  # noqa: E731
         w_avg = self.algorithm.consensus.mean(state.w)[..., 0, :]
         w_out = self.algorithm.output(state)
+        host_state = state.with_host_tallies()
+        tallies = {n: getattr(host_state, n) for n in TALLIES}
         row = {
             "iteration": float(state.t),
             "communications": state.communications.astype(np.float64),
             "local_steps": float(state.t),
-            "bits_up": state.bits_up.mean(axis=-1),
-            "bits_down": state.bits_down.mean(axis=-1),
-            "bits_up_total": state.bits_up.sum(axis=-1).astype(np.float64),
-            "bits_down_total": state.bits_down.sum(axis=-1).astype(np.float64),
-            "upload_nnz": state.upload_nnz.mean(axis=-1),
+            "bits_up": tallies["bits_up"].mean(axis=-1),
+            "bits_down": tallies["bits_down"].mean(axis=-1),
+            "bits_up_total": tallies["bits_up"].sum(axis=-1).astype(np.float64),
+            "bits_down_total": tallies["bits_down"].sum(axis=-1).astype(np.float64),
+            "upload_nnz": tallies["upload_nnz"].mean(axis=-1),
             "loss": host(self.problem.objective(w_out)),
             "loss_dense": host(self.problem.objective(w_avg)),
             "sum_h_norm": host(xp.linalg.vector_norm(xp.sum(state.h, axis=-2), axis=-1)),
@@ -534,6 +537,7 @@ def run(
     elif status == "completed" and state.t - first_t < iterations:
         status, message = "stopped", f"stopped by a callback at iteration {state.t}"
     diverged = frozen.copy() if batch else np.asarray(status == "diverged")
+    state = state.with_host_tallies()
     return RunResult(
         w=algorithm.output(state), state=state, history=recorder.history(),
         status=status, message=message, config=config, diverged=diverged,
@@ -589,10 +593,16 @@ def _next_true(flags: np.ndarray) -> np.ndarray:
 
 def _merge_runs(keep_new: np.ndarray, new: State, old: State) -> State:
     """Per run: ``new`` where ``keep_new``, else ``old`` (iterates, extras and accounting)."""
-    acc = {}
-    for name in ("communications", "bits_up", "bits_down", "values_up", "upload_nnz"):
+    acc = {"communications": np.where(keep_new, new.communications, old.communications)}
+    for name in TALLIES:
         a, b = getattr(new, name), getattr(old, name)
-        acc[name] = np.where(keep_new.reshape(keep_new.shape + (1,) * (a.ndim - keep_new.ndim)), a, b)
+        if isinstance(a, np.ndarray) and not isinstance(b, np.ndarray):  # one on the device: both there
+            a = B.from_numpy(a, like=b)
+        elif isinstance(b, np.ndarray) and not isinstance(a, np.ndarray):
+            b = B.from_numpy(b, like=a)
+        m = keep_new.reshape(keep_new.shape + (1,) * (a.ndim - keep_new.ndim))
+        acc[name] = np.where(m, a, b) if isinstance(a, np.ndarray) else \
+            B.namespace(a).where(B.device_constant(m, like=a), a, b)
     extras = {k: select_runs(keep_new, v, old.extras[k]) for k, v in new.extras.items()}
     return new.replace(w=select_runs(keep_new, new.w, old.w), h=select_runs(keep_new, new.h, old.h),
                        extras=extras, **acc)
