@@ -20,7 +20,7 @@ import numpy as np
 from . import _backend as B
 from .algorithms.base import TALLIES, Algorithm, State, _seeds_and_keys, select_runs
 
-__all__ = ["run", "RunResult", "initial_models", "save_state", "load_state", "HISTORY_KEYS"]
+__all__ = ["run", "RunResult", "initial_models", "save_state", "load_state", "HISTORY_KEYS", "MIN_RECORD_SPACING"]
 
 #: Quantities recorded in :attr:`RunResult.history` (``metric`` only when an evaluation exists).
 HISTORY_KEYS = (
@@ -196,6 +196,10 @@ def load_state(path, like=None) -> State:
         )
 
 
+#: Fewest iterations between two records of :func:`run` by default (a record costs about one local step).
+MIN_RECORD_SPACING = 10
+
+
 def _check_coins(coins, iterations: int, batch_shape: tuple) -> np.ndarray:
     c = B.to_numpy(coins)
     if c.dtype.kind not in "bui" or (c.dtype.kind != "b" and not np.all((c == 0) | (c == 1))):
@@ -247,9 +251,19 @@ class _Recorder:
         xp = B.namespace(state.w)
         host = lambda a: np.asarray(B.to_numpy(a), dtype=np.float64)  # noqa: E731
         w_avg = self.algorithm.consensus.mean(state.w)[..., 0, :]
-        w_out = self.algorithm.output(state)
+        # the output and the average in one pass over the data (once when the output is the average)
+        same = self.algorithm.final is None and type(self.algorithm).output is Algorithm.output
+        w_out = w_avg if same else self.algorithm.output(state)
         host_state = state.with_host_tallies()
         tallies = {n: getattr(host_state, n) for n in TALLIES}
+        if same:
+            losses = [host(self.problem.objective(w_avg))]
+        else:  # stacked on the run axis (problems take (d,) or (R, d)), then split again
+            both = xp.stack([w_out, w_avg]) if w_avg.ndim == 1 else xp.concat([w_out, w_avg], axis=0)
+            values = host(self.problem.objective(both))
+            losses = [values[: values.shape[0] // 2], values[values.shape[0] // 2:]]
+            if w_avg.ndim == 1:
+                losses = [values[0], values[1]]
         row = {
             "iteration": float(state.t),
             "communications": state.communications.astype(np.float64),
@@ -259,8 +273,8 @@ class _Recorder:
             "bits_up_total": tallies["bits_up"].sum(axis=-1).astype(np.float64),
             "bits_down_total": tallies["bits_down"].sum(axis=-1).astype(np.float64),
             "upload_nnz": tallies["upload_nnz"].mean(axis=-1),
-            "loss": host(self.problem.objective(w_out)),
-            "loss_dense": host(self.problem.objective(w_avg)),
+            "loss": losses[0],
+            "loss_dense": losses[-1],
             "sum_h_norm": host(xp.linalg.vector_norm(xp.sum(state.h, axis=-2), axis=-1)),
             "mean_h_norm": host(xp.mean(xp.linalg.vector_norm(state.h, axis=-1), axis=-1)),
             "w_norm": host(xp.linalg.vector_norm(w_avg, axis=-1)),
@@ -325,7 +339,10 @@ def run(
         test split when the dataset has one, else no metric.
     every : int, optional
         Record the history every ``every`` iterations (default
-        ``max(1, iterations // 200)``); the first and last iterations are
+        ``max(MIN_RECORD_SPACING, iterations // 200)``: at most about 200
+        records, and at least 10 iterations apart, so that recording (an
+        objective and a metric pass over the data) costs a small fraction of
+        the run; ``benchmarks/bench_records.py`` measures it); the first and last iterations are
         always recorded.
     record_at : sequence of int, optional
         Further iterations (counted from the start of this call, in
@@ -376,7 +393,7 @@ def run(
         raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
     iterations = int(iterations)
     if every is None:
-        every = max(1, iterations // 200)
+        every = max(MIN_RECORD_SPACING, iterations // 200)
     if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
         raise ValueError(f"every must be a positive integer, got {every!r}")
     split, reference = _split_and_reference(problem, split, reference)

@@ -372,8 +372,25 @@ def gradient_step(problem, W, gamma, state: State, H=None):
     expression around :func:`gradient` for stochastic problems and those without one."""
     if getattr(problem, "stochastic", False) or not hasattr(problem, "gradient_step"):
         G = gradient(problem, W, state)
+        if _fresh_torch_gradient(problem, G, W, H, gamma):  # in place on the fresh gradient: the same
+            if H is not None:                                 # roundings, two (N, P) temporaries fewer
+                G.sub_(H)
+            return W - G.mul_(gamma)
         return W - gamma * (G if H is None else G - H)
     return problem.gradient_step(W, gamma, H)
+
+
+def _fresh_torch_gradient(problem, G, W, H, gamma) -> bool:
+    """Whether ``G`` may be overwritten: a torch gradient the problem returns as a new tensor
+    (``grad_is_fresh``), not an alias of ``W`` or ``H``, and a ``gamma`` torch can multiply in place."""
+    if not (getattr(problem, "grad_is_fresh", False) and array_api_compat.is_torch_array(G)):
+        return False
+    if G is W or G is H or G.requires_grad:
+        return False
+    if isinstance(gamma, (int, float)):
+        return True
+    return (array_api_compat.is_torch_array(gamma) and gamma.dtype == G.dtype and gamma.device == G.device
+            and tuple(np.broadcast_shapes(tuple(gamma.shape), tuple(G.shape))) == tuple(G.shape))
 
 
 def coin_array(coin, batch_shape: tuple) -> np.ndarray:
