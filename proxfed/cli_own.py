@@ -31,7 +31,7 @@ COMMANDS = ("run", "tune", "compare")
 _SHARED = {"dataset": "synthetic", "no_progress": False}
 #: Values of the options that are given neither on the command line nor in the config file.
 DEFAULTS = {
-    "run": {**_SHARED, "records": 100, "backend": "numpy", "dtype": "float64", "seed": [0]},
+    "run": {**_SHARED, "records": 100, "backend": "numpy", "dtype": "float64", "seed": [0], "no_plot": False},
     "tune": {**_SHARED, "seed": 0, "communications": 50, "stage1": 16, "stage2": 8, "narrow": 0.25,
              "gamma_range": [0.05, 3.0], "p_range": [0.02, 1.0], "lam_range": [1e-4, 0.3], "holdout": 0.1,
              "driver": "auto"},
@@ -162,6 +162,8 @@ def add_parsers(sub) -> None:
     run.add_argument("--backend", choices=("numpy", "torch", "cupy"), help="array library (default: numpy)")
     run.add_argument("--device", help="torch: cpu, cuda, cuda:1 ...; cupy: a GPU index; cifar10: the torch device")
     run.add_argument("--dtype", choices=("float64", "float32"), help="floating type (default: float64)")
+    run.add_argument("--no-plot", action="store_true", default=None,
+                     help="skip figure.png (proxfed compare DIR draws it later)")
 
     tune = sub.add_parser("tune", help="two-stage random search of a method's hyperparameters",
                           description="Tune gamma and p (or local steps, and RandProx-l1's lam) by the two-stage "
@@ -226,10 +228,12 @@ def _data_options(parser, args) -> dict:
     from .experiments.catalog import dataset_options
 
     opts = dict(getattr(args, "data_file", None) or {})
+    in_file = set(opts)
     for item in args.data_option or ():
         key, sep, text = item.partition("=")
         if not sep or not key:
             parser.error(f"--data-option {item}: expected KEY=VALUE")
+        in_file.discard(key.strip())
         try:
             opts[key.strip()] = json.loads(text)
         except json.JSONDecodeError:
@@ -241,7 +245,8 @@ def _data_options(parser, args) -> dict:
 
             close = difflib.get_close_matches(key, list(allowed), n=1)
             hint = f"did you mean {close[0]}? " if close else ""
-            parser.error(f"{option_name(args, 'data_option')} {key}: not an option of {args.dataset}; {hint}"
+            name = f"--data-option (in {args.config_path})" if key in in_file else "--data-option"
+            parser.error(f"{name} {key}: not an option of {args.dataset}; {hint}"
                          f"choose from {', '.join(sorted(allowed))}")
     return opts
 
@@ -357,7 +362,7 @@ def main_run(parser, args) -> int:
     run_experiment(problem, args.out, methods, info=info, sparsity=args.sparsity, k=args.k, gamma=args.gamma,
                    p=args.p, local_steps=args.local_steps, lam=args.lam, clients_per_round=args.clients_per_round,
                    iterations=args.iterations, communications=args.communications, seeds=args.seed,
-                   records=args.records, like=like, progress=_progress(args),
+                   records=args.records, like=like, plot=not args.no_plot, progress=_progress(args),
                    options=_replay_options(args, methods, options))
     return 0
 

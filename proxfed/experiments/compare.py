@@ -225,7 +225,9 @@ def _mean_text(values) -> str:
         m, se = mean_se(values)
     if not np.isfinite(m):
         return "n/a"
-    return _fmt(m) if se == 0 or not np.isfinite(se) else f"{_fmt(m)} ± {_fmt(se)}"
+    if not np.isfinite(se) or se <= 1e-9 * max(1.0, abs(m)):  # (seeds that give the same run, to rounding)
+        return _fmt(m)
+    return f"{_fmt(m)} ± {_fmt(se)}"
 
 
 def _threshold_bits(hist: dict, threshold: float) -> float:

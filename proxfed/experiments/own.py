@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -131,7 +132,8 @@ def _run_batch(alg, problem, grid, *, iterations, communications, records, like,
 def run_experiment(problem, out_dir, methods, *, info: dict | None = None, sparsity=(0.9,), k=None, gamma=None,
                    p=None, local_steps=None, lam=None, clients_per_round: int | None = None,
                    iterations: int | None = None, communications: int | None = None, seeds=(0,), records: int = 100,
-                   like=None, progress: bool = True, echo=print, options: dict | None = None) -> dict:
+                   like=None, plot: bool = True, progress: bool = True, echo=print,
+                   options: dict | None = None) -> dict:
     """Run each method as one batched run over its hyperparameter grid and seeds; write the results directory.
 
     Protocol, exactly: for every method, the runs are the Cartesian product
@@ -172,6 +174,8 @@ def run_experiment(problem, out_dir, methods, *, info: dict | None = None, spars
     like : array, optional
         Run on this array's library, device and dtype
         (:func:`proxfed._backend.array_template`); round-driver runs stay on NumPy.
+    plot : bool
+        Draw ``figure.png`` (``proxfed compare`` can draw it later).
     progress : bool
     echo : callable
     options : dict, optional
@@ -231,11 +235,13 @@ def run_experiment(problem, out_dir, methods, *, info: dict | None = None, spars
     (out / "experiment.json").write_text(json.dumps(doc, indent=1, default=_jsonable))
     if options:
         (out / "run-config.json").write_text(json.dumps(options, indent=1, default=_jsonable) + "\n")
-    metric = groups[0].metric if groups else "test metric"
-    figure = plot_comparison({lab: g.history for lab, g in zip(labels, groups)}, out / "figure.png",
-                             metric_label=metric, title=f"{info.get('name', info['dataset'])}, {what}")
+    figure = None
+    if plot:
+        figure = plot_comparison({lab: g.history for lab, g in zip(labels, groups)}, out / "figure.png",
+                                 metric_label=groups[0].metric, title=f"{info.get('name', info['dataset'])}, {what}")
     echo(table)
-    echo(f"results written to {out} (experiment.json, table.md, figure.png, one directory per method)")
+    echo(f"results written to {out} (experiment.json, table.md{', figure.png' if plot else ''}, "
+         "one directory per method)")
     return {"out_dir": out, "results": results, "grids": grids, "groups": groups, "table": table,
             "figure": figure}
 
@@ -256,15 +262,16 @@ def _run_command(info: dict, method: str, params: dict, k, communications: int) 
     """The ``proxfed run`` command line of tuned hyperparameters."""
     parts = ["proxfed run", f"--dataset {info['dataset']}"]
     if info.get("data_dir"):
-        parts.append(f"--data-dir {info['data_dir']}")
+        parts.append(f"--data-dir {shlex.quote(str(info['data_dir']))}")
     if info.get("options"):
-        parts.append("--data-option " + " ".join(f"{key}={json.dumps(v)}" for key, v in info["options"].items()))
+        parts.append("--data-option " + " ".join(shlex.quote(f"{key}={json.dumps(v)}")
+                                                 for key, v in info["options"].items()))
     if info.get("alpha") is not None:
-        parts.append(f"--alpha {info['alpha']:.6g}")
+        parts.append(f"--alpha {info['alpha']!r}")
     parts.append(f"--method {method}")
     if k is not None:
         parts.append(f"--k {int(k)}")
-    parts += [f"--{n.replace('_', '-')} {_fmt(v)}" for n, v in params.items()]
+    parts += [f"--{n.replace('_', '-')} {v!r}" for n, v in params.items()]  # (repr: the exact value)
     parts.append(f"--communications {int(communications)} --seed 1 2 3")
     return " ".join(parts)
 
