@@ -63,42 +63,42 @@ def _integer(text: str, low: int) -> int:
     return value
 
 
-def positive(text):
+def _positive(text):
     """A finite number > 0."""
     return _number(text, "a finite number > 0", lambda v: v > 0)
 
 
-def nonnegative(text):
+def _nonnegative(text):
     """A finite number >= 0."""
     return _number(text, "a finite number >= 0", lambda v: v >= 0)
 
 
-def finite(text):
+def _finite(text):
     """A finite number."""
     return _number(text, "a finite number", lambda v: True)
 
 
-def probability(text):
+def _probability(text):
     """A number in (0, 1]."""
     return _number(text, "a number in (0, 1]", lambda v: 0 < v <= 1)
 
 
-def sparsity(text):
+def _sparsity(text):
     """A number in [0, 1)."""
     return _number(text, "a sparsity in [0, 1)", lambda v: 0 <= v < 1)
 
 
-def fraction(text):
+def _fraction(text):
     """A number in (0, 1)."""
     return _number(text, "a number in (0, 1)", lambda v: 0 < v < 1)
 
 
-def count(text):
+def _count(text):
     """An integer >= 1."""
     return _integer(text, 1)
 
 
-def natural(text):
+def _natural(text):
     """An integer >= 0."""
     return _integer(text, 0)
 
@@ -126,12 +126,12 @@ def _data_arguments(p) -> None:
     p.add_argument("--data-option", nargs="+", metavar="KEY=VALUE",
                    help="options of the dataset's generator or loader, e.g. n_clients=20 (config file: [data])")
     p.add_argument("--cache-dir", help="cache of the parsed real data (.npz)")
-    p.add_argument("--alpha", type=positive,
+    p.add_argument("--alpha", type=_positive,
                    help="regularization of the objective (default: 10 synthetic, 1e3 blogfeedback, 1/n softmax)")
     p.add_argument("--method", "--methods", dest="method", nargs="+", metavar="NAME", help="methods to run")
-    p.add_argument("--sparsity", nargs="+", type=sparsity, help="sparsities s, K = d - round(s d) (default: 0.9)")
-    p.add_argument("--k", nargs="+", type=count, help="kept entries K (instead of --sparsity)")
-    p.add_argument("--communications", type=count,
+    p.add_argument("--sparsity", nargs="+", type=_sparsity, help="sparsities s, K = d - round(s d) (default: 0.9)")
+    p.add_argument("--k", nargs="+", type=_count, help="kept entries K (instead of --sparsity)")
+    p.add_argument("--communications", type=_count,
                    help="horizon: communications per run (default: run 100, tune 50)")
     p.add_argument("--out", help="results directory (default: proxfed-results/<command>-<dataset>)")
     p.add_argument("--no-progress", action="store_true", default=None, help="hide progress bars")
@@ -145,20 +145,20 @@ def add_parsers(sub) -> None:
                                      "product of its hyperparameter lists and the seeds.",
                          epilog=_catalog_help(), formatter_class=form)
     _data_arguments(run)
-    run.add_argument("--iterations", type=count, help="horizon: local steps per run (instead of --communications; "
+    run.add_argument("--iterations", type=_count, help="horizon: local steps per run (instead of --communications; "
                                                       "default: 100 communications)")
-    run.add_argument("--gamma", nargs="+", type=positive, help="stepsizes (default: 1/L)")
-    run.add_argument("--p", nargs="+", type=probability,
+    run.add_argument("--gamma", nargs="+", type=_positive, help="stepsizes (default: 1/L)")
+    run.add_argument("--p", nargs="+", type=_probability,
                      help="communication probabilities (default: 1/sqrt(kappa)); fixed-schedule methods take "
                           "round(1/p) local steps")
-    run.add_argument("--local-steps", nargs="+", type=count,
+    run.add_argument("--local-steps", nargs="+", type=_count,
                      help="local steps per round of FedAvg, FedHT, FedIHT, SCAFFOLD, FedSparsify, FLASH "
                           "(default: round(1/p)); random-coin methods use p = 1/E")
-    run.add_argument("--lam", nargs="+", type=nonnegative,
+    run.add_argument("--lam", nargs="+", type=_nonnegative,
                      help="RandProx-l1's l1 weights (default: 0.03 ||grad F(0)||_inf)")
-    run.add_argument("--clients-per-round", type=count, help="FedSparsify/FLASH participants per round")
-    run.add_argument("--seed", nargs="+", type=natural, help="seeds of the runs (default: 0)")
-    run.add_argument("--records", type=count, help="history records per run (default: 100)")
+    run.add_argument("--clients-per-round", type=_count, help="FedSparsify/FLASH participants per round")
+    run.add_argument("--seed", nargs="+", type=_natural, help="seeds of the runs (default: 0)")
+    run.add_argument("--records", type=_count, help="history records per run (default: 100)")
     run.add_argument("--backend", choices=("numpy", "torch", "cupy"), help="array library (default: numpy)")
     run.add_argument("--device", help="torch: cpu, cuda, cuda:1 ...; cupy: a GPU index; cifar10: the torch device")
     run.add_argument("--dtype", choices=("float64", "float32"), help="floating type (default: float64)")
@@ -170,27 +170,27 @@ def add_parsers(sub) -> None:
                                       "random search of proxfed.tune, on the validation split.",
                           epilog=_catalog_help(tunable=True), formatter_class=form)
     _data_arguments(tune)
-    tune.add_argument("--seed", type=natural, help="seed of the search, coins and hold-out (default: 0)")
-    tune.add_argument("--stage1", type=count, help="stage-1 configurations (default: 16)")
-    tune.add_argument("--stage2", type=natural, help="stage-2 configurations (default: 8)")
-    tune.add_argument("--narrow", type=probability, help="stage-2 box width relative to stage 1 (default: 0.25)")
-    tune.add_argument("--gamma-range", nargs=2, type=positive, metavar=("LO", "HI"),
+    tune.add_argument("--seed", type=_natural, help="seed of the search, coins and hold-out (default: 0)")
+    tune.add_argument("--stage1", type=_count, help="stage-1 configurations (default: 16)")
+    tune.add_argument("--stage2", type=_natural, help="stage-2 configurations (default: 8)")
+    tune.add_argument("--narrow", type=_probability, help="stage-2 box width relative to stage 1 (default: 0.25)")
+    tune.add_argument("--gamma-range", nargs=2, type=_positive, metavar=("LO", "HI"),
                       help="gamma range in units of 1/L (default: 0.05 3)")
-    tune.add_argument("--p-range", nargs=2, type=probability, metavar=("LO", "HI"), help="p range (default: 0.02 1)")
-    tune.add_argument("--lam-range", nargs=2, type=positive, metavar=("LO", "HI"),
+    tune.add_argument("--p-range", nargs=2, type=_probability, metavar=("LO", "HI"), help="p range (default: 0.02 1)")
+    tune.add_argument("--lam-range", nargs=2, type=_positive, metavar=("LO", "HI"),
                       help="lam range in units of ||grad F(0)||_inf (default: 1e-4 0.3)")
-    tune.add_argument("--holdout", type=fraction, help="held-out share of every client's rows when the data "
+    tune.add_argument("--holdout", type=_fraction, help="held-out share of every client's rows when the data "
                                                        "have no validation split (default: 0.1)")
     tune.add_argument("--driver", choices=("auto", "run", "exact", "run_rounds"),
                       help="how the batches are run (proxfed.tune.tune_method; default: auto)")
-    tune.add_argument("--max-iterations", type=count, help="cap on the local steps of a run")
+    tune.add_argument("--max-iterations", type=_count, help="cap on the local steps of a run")
 
     cmp = sub.add_parser("compare", help="one table and one figure across results directories",
                          description="Compare the runs of results directories (from proxfed run, saved runs, or "
                                      "reproductions: every saved run below a directory).")
     cmp.add_argument("dirs", nargs="+", metavar="DIR", help="results directories")
     cmp.add_argument("--out", help="where compare.md and compare.png go (default: proxfed-results/compare)")
-    cmp.add_argument("--threshold", nargs="+", type=finite, default=(),
+    cmp.add_argument("--threshold", nargs="+", type=_finite, default=(),
                      help="metric values: a column of the uplink bits at which each is first reached")
     cmp.add_argument("--title", default="", help="title of the table and the figure")
 
