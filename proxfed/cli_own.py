@@ -141,7 +141,7 @@ def add_parsers(sub) -> None:
     """Add the ``run``, ``tune`` and ``compare`` subparsers to ``sub`` (argparse's subparsers action)."""
     form = argparse.RawDescriptionHelpFormatter
     run = sub.add_parser("run", help="run any methods on any dataset, batched over hyperparameters and seeds",
-                         description="Run methods on a dataset; every method is one batched run over the "
+                         description="Run methods on a dataset; every method is one batched run over the\n"
                                      "product of its hyperparameter lists and the seeds.",
                          epilog=_catalog_help(), formatter_class=form)
     _data_arguments(run)
@@ -166,7 +166,7 @@ def add_parsers(sub) -> None:
                      help="skip figure.png (proxfed compare DIR draws it later)")
 
     tune = sub.add_parser("tune", help="two-stage random search of a method's hyperparameters",
-                          description="Tune gamma and p (or local steps, and RandProx-l1's lam) by the two-stage "
+                          description="Tune gamma and p (or local steps, and RandProx-l1's lam) by the two-stage\n"
                                       "random search of proxfed.tune, on the validation split.",
                           epilog=_catalog_help(tunable=True), formatter_class=form)
     _data_arguments(tune)

@@ -168,6 +168,17 @@ def test_the_example_config_runs(tmp_path):
     assert "| FedIHT (γ=0.0008) |" in (tmp_path / "ex" / "table.md").read_text()
 
 
+def test_run_on_torch_float32(tiny, tmp_path):
+    pytest.importorskip("torch")
+    exp = _run([*TINY, "--method", "sps", "fediht", "--sparsity", "0.5", "--communications", "5", "--seed", "1", "2",
+                "--backend", "torch", "--dtype", "float32"], tmp_path / "out")
+    for m in ("sparse_proxskip", "fediht"):
+        config = json.loads((tmp_path / "out" / m / "config.json").read_text())
+        assert config["array_namespace"].endswith("torch") and config["dtype"] == "torch.float32"
+        assert exp["methods"][m]["driver"] == "run (exact communications)"  # (closed forms are NumPy code)
+        assert np.all(_history(tmp_path / "out" / m)["communications"][-1] == 5)
+
+
 @pytest.mark.slow
 def test_run_cifar10_with_the_dl_extra(tmp_path):
     """Batched stepsizes and seeds of ResNet18 clients (width 2) on CIFAR-10-format batches of 12 images."""

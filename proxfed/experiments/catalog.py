@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import math
 from dataclasses import dataclass
 
 import numpy as np
