@@ -1,4 +1,4 @@
-"""Command-line interface: ``proxfed demo`` and ``proxfed reproduce`` (also ``python -m proxfed ...``).
+"""Command-line interface: ``proxfed demo``, ``reproduce``, ``run``, ``tune``, ``compare`` (also ``python -m proxfed``).
 
 ``proxfed reproduce blogfeedback --data-dir DIR [--budget smoke|small|paper] [--out DIR]``,
 ``proxfed reproduce femnist ...`` (Tables 3, 4, Figure 3 and Appendix D) and
@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "reproduction) instead of tuning them")
     rep.add_argument("--sparsities", type=float, nargs="+", default=None,
                      help="subset of the paper's sparsities to tune and run (e.g. 0.9; default: all)")
+    from .cli_own import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -167,6 +170,10 @@ def _run(parser, args) -> int:
     """
     if args.command == "reproduce" and args.out is None:
         args.out = _default_out(args)
+    from .cli_own import COMMANDS, prepare
+
+    if args.command in COMMANDS:  # the config file and the defaults (usage errors before anything is made)
+        prepare(_subparser(parser, args.command), args)
     made = [d for out in _output_dirs(args) for d in _missing_dirs(Path(out))]
     ok = False
     try:
@@ -308,6 +315,11 @@ def _main(parser, args) -> int:
         return _reproduce_cifar10(_subparser(parser, "reproduce"), args)
     if args.command == "reproduce":
         return _reproduce(_subparser(parser, "reproduce"), args)
+    if args.command in ("run", "tune", "compare"):
+        from . import cli_own
+
+        handler = {"run": cli_own.main_run, "tune": cli_own.main_tune, "compare": cli_own.main_compare}
+        return handler[args.command](_subparser(parser, args.command), args)
     parser.print_help()
     return 2
 
