@@ -143,3 +143,16 @@ def test_reproduce_with_protocol_options_and_the_report(blog_dir, tmp_path):
         main(["nodir", "--out", str(tmp_path / "r3")])
     with pytest.raises(FileNotFoundError, match="run.json"):
         protocol_numbers(tmp_path)
+
+
+def test_reproduce_makes_no_results_directory_when_the_data_fail_to_load(tmp_path):
+    bad = tmp_path / "blogfeedback"
+    bad.mkdir()
+    (bad / "blogData_train.csv").write_text("1,2,3\n")  # three columns, not 281, and no test files
+    out = tmp_path / "out"
+    with pytest.raises((ValueError, FileNotFoundError), match="blogfeedback"):
+        reproduce("blogfeedback", bad, out, progress=False, echo=lambda m: None)
+    assert not out.exists()
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(NotADirectoryError, match="afile"):
+        reproduce("blogfeedback", bad, tmp_path / "afile", progress=False, echo=lambda m: None)

@@ -1101,7 +1101,8 @@ def reproduce(
                                                  sparsities or PUBLISHED[dataset]["sparsities"])
     like = B.array_template(backend, device, dtype)  # validates before any work
     out = Path(out_dir if out_dir is not None else f"proxfed-results/{dataset}-{b.name}")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"results directory {out} is a file")
     t_start = time.perf_counter()
     pipe = _Pipeline(dataset, out, b, methods if main else (), seed, progress, echo)
     if sparsities is not None:
@@ -1178,6 +1179,7 @@ def reproduce(
                             communications=communications, tuned=tuned,
                             sparsities=None if sparsities is None else pipe.sparsities),
     }
+    out.mkdir(parents=True, exist_ok=True)  # only once the data have loaded: a failure leaves nothing behind
     _write_json(out / "run.json", run_info)
 
     # -- tuning
