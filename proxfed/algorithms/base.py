@@ -153,7 +153,9 @@ class Algorithm:
         R = self.n_runs
         if w0 is None:
             w0 = np.zeros((R, d) if R else (d,))
-        if not hasattr(w0, "shape"):
+        if not hasattr(w0, "shape"):  # a list of numbers (not strings or booleans, which NumPy would convert)
+            w0 = check_real(w0, "w0", per_run=True) if not (isinstance(w0, list) and w0 and isinstance(
+                w0[0], list)) else np.asarray([check_real(row, "w0", per_run=True) for row in w0])
             w0 = np.asarray(w0, dtype=np.float64)
         xp = B.namespace(w0)
         if not xp.isdtype(w0.dtype, "real floating"):
