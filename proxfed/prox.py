@@ -33,7 +33,7 @@ import numpy as np
 
 from . import _backend as B
 
-__all__ = ["ProxOperator", "Zero", "L1", "TopK", "Consensus", "per_run", "sparsity_to_k"]
+__all__ = ["ProxOperator", "Zero", "L1", "TopK", "Consensus", "per_run", "sparsity_to_k", "nan_passes_through"]
 
 
 def sparsity_to_k(d: int, sparsity: float) -> int:
@@ -103,7 +103,7 @@ def nan_passes_through():
         _TOPK_NAN.reset(token)
 
 
-def nan_passing_through(fn):
+def _nan_passing_through(fn):
     """Decorator: ``fn`` runs within :func:`nan_passes_through`."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

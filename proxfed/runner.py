@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import _backend as B
-from ._validation import check_seed, is_int
+from ._validation import check_int, check_seed, is_int
 from .algorithms.base import Algorithm, State, _seeds_and_keys, select_runs
 from .prox import nan_passes_through
 
@@ -454,7 +454,7 @@ def run(
         ``[1, iterations]``) at which to record, e.g. each batched run's own
         horizon.
     w0 : array, shape (d,) or (R, d), optional
-        Starting model (default ``problem.initial_point(seed)``).
+        Starting model (default ``problem.initial_point(seed)``); not with ``state``.
     state : State, optional
         Continue from this state (e.g. ``result.state`` or
         :func:`load_state`): coins continue at ``state.t``, and the
@@ -511,6 +511,9 @@ def run(
     if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
         raise ValueError(f"every must be a positive integer, got {every!r}")
     split, reference = _split_and_reference(problem, split, reference)
+    if record_at is not None and len(record_at):
+        record_at = check_int(list(record_at) if not hasattr(record_at, "dtype") else record_at, "record_at",
+                              per_run=True)  # integers only (2.5 is not truncated to 2)
     extra = np.unique(np.asarray([] if record_at is None else record_at, dtype=np.int64))
     if extra.size and (extra[0] < 1 or extra[-1] > iterations):
         raise ValueError(f"record_at must lie in [1, {iterations}], got {extra[0]}..{extra[-1]}")

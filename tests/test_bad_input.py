@@ -177,6 +177,7 @@ def test_data_and_model_parameters(ridge, call, name, error):
     ({"communications": "3"}, "communications"),
     ({"communications": 0}, "communications"),
     ({"record_at": [0]}, "record_at"),
+    ({"record_at": [2.5]}, "record_at"),  # (TypeError: not truncated to 2)
     ({"split": "holdout"}, "split"),
     ({"reference": "best"}, "reference"),
     ({"coins": np.array([0, 2, 1, 0, 0])}, "coins"),
@@ -185,7 +186,8 @@ def test_data_and_model_parameters(ridge, call, name, error):
 ])
 def test_run_arguments(ridge, kwargs, name):
     args = {"iterations": 5, **kwargs}
-    with pytest.raises(ValueError, match=f"^{name}"):
+    error = TypeError if kwargs.get("record_at") == [2.5] else ValueError
+    with pytest.raises(error, match=f"^{name}"):
         proxfed.run(A.proxskip(gamma_of(ridge), 0.5), ridge, args.pop("iterations"), **args)
 
 
