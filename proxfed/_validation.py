@@ -26,7 +26,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_seed", "check_int", "check_real", "check_flag", "is_int", "is_real"]
+__all__ = ["check_seed", "check_int", "check_real", "check_real_array", "check_flag", "is_int", "is_real"]
 
 
 def is_int(value) -> bool:
@@ -178,6 +178,28 @@ def check_real(value, name: str, *, low: float | None = None, high: float | None
             f"{'>' if low_open else '>='} {low:g}" if low is not None else f"{'<' if high_open else '<='} {high:g}")
         raise ValueError(f"{name} must be {interval}, got {value!r}")
     return float(a) if a.ndim == 0 else a
+
+
+def check_real_array(value, name: str) -> np.ndarray:
+    """A (nested) list or tuple of real numbers as a float64 array; strings and booleans are refused.
+
+    >>> check_real_array([[1, 2.5], [0, 3]], "w0").dtype
+    dtype('float64')
+    """
+    def walk(v):
+        if isinstance(v, (list, tuple)):
+            for item in v:
+                walk(item)
+        elif not is_real(v):
+            raise TypeError(f"{name} must hold real numbers, got {_describe(v)}")
+
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be an array or a list of real numbers, got {_describe(value)}")
+    walk(value)
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except ValueError:  # ragged
+        raise ValueError(f"{name} must be a rectangular list of numbers") from None
 
 
 def check_flag(value, name: str) -> bool:

@@ -8,7 +8,6 @@ left. Companions: tests/test_cli_errors.py (the CLI's paths and failures), tests
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import zipfile
@@ -31,7 +30,6 @@ from proxfed.data import (
     load_femnist,
     make_fedprox_synthetic,
     make_sparse_regression,
-    save_dataset,
 )
 from proxfed.prox import L1, TopK, nan_passes_through
 from proxfed.problems import Ridge

@@ -11,7 +11,7 @@ import array_api_compat
 import numpy as np
 
 from .. import _backend as B
-from .._validation import check_int, check_real, check_seed
+from .._validation import check_int, check_real, check_real_array, check_seed
 from ..comm import CommModel
 from ..prox import Consensus, TopK, per_run
 
@@ -154,9 +154,7 @@ class Algorithm:
         if w0 is None:
             w0 = np.zeros((R, d) if R else (d,))
         if not hasattr(w0, "shape"):  # a list of numbers (not strings or booleans, which NumPy would convert)
-            w0 = check_real(w0, "w0", per_run=True) if not (isinstance(w0, list) and w0 and isinstance(
-                w0[0], list)) else np.asarray([check_real(row, "w0", per_run=True) for row in w0])
-            w0 = np.asarray(w0, dtype=np.float64)
+            w0 = check_real_array(w0, "w0")
         xp = B.namespace(w0)
         if not xp.isdtype(w0.dtype, "real floating"):
             raise TypeError(f"w0 must have a real floating dtype, got {w0.dtype}")
