@@ -355,10 +355,11 @@ def nnz(x, axis: int = -1):
     return xp.sum(xp.astype(x != 0, index_dtype(xp, device_of(x))), axis=axis)
 
 
-def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return int(seed)
+def _check_seed(seed, name: str = "seed") -> int:
+    """One seed: an integer >= 0 (TypeError for another type, ValueError for a negative one)."""
+    from ._validation import check_seed
+
+    return check_seed(seed, name, sequence=False)
 
 
 def rng(seed: int, *key: int) -> np.random.Generator:

@@ -21,7 +21,10 @@ array([[2., 4.],
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
+import functools
 import numbers
 from fractions import Fraction
 from typing import Any
@@ -30,7 +33,7 @@ import numpy as np
 
 from . import _backend as B
 
-__all__ = ["ProxOperator", "Zero", "L1", "TopK", "Consensus", "per_run", "sparsity_to_k"]
+__all__ = ["ProxOperator", "Zero", "L1", "TopK", "Consensus", "per_run", "sparsity_to_k", "nan_passes_through"]
 
 
 def sparsity_to_k(d: int, sparsity: float) -> int:
@@ -77,6 +80,57 @@ def per_run(param: Any, x: Any, lead: int = 1):
     if isinstance(x, np.ndarray):
         return B.from_numpy(shaped, like=x)
     return B.device_constant(shaped, like=x)
+
+
+# What TopK does with a NaN in a NumPy row: "raise" (the default, for a caller's own array) or
+# "propagate" (inside the drivers: the row comes back unchanged, NaN included, so that the driver sees
+# the run diverge and handles it; a TopK that silently dropped the NaN would hide the divergence).
+_TOPK_NAN = contextvars.ContextVar("proxfed_topk_nan", default="raise")
+
+
+@contextlib.contextmanager
+def nan_passes_through():
+    """Within the block, :class:`TopK` returns a row holding NaN unchanged instead of raising.
+
+    The drivers (:func:`proxfed.run`, :func:`proxfed.run_rounds`) step inside
+    it: a diverging run's NaN then reaches its iterates, where the driver's
+    divergence handling stops or freezes that run.
+    """
+    token = _TOPK_NAN.set("propagate")
+    try:
+        yield
+    finally:
+        _TOPK_NAN.reset(token)
+
+
+def _nan_passing_through(fn):
+    """Decorator: ``fn`` runs within :func:`nan_passes_through`."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with nan_passes_through():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+def _nan_rows(x):
+    """Rows of a NumPy ``x`` holding a NaN (bool, shape ``x.shape[:-1]``), or None when there are none.
+
+    Raises ValueError unless within :func:`nan_passes_through`. Arrays of other libraries are not
+    checked: the check would read a device array back to the host (a synchronization) on every
+    call; the drivers' finite checks catch a NaN there.
+    """
+    if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
+        return None
+    if not np.isnan(np.sum(x)):  # one reduction; NaN (or inf - inf) only then the exact check
+        return None
+    rows = np.isnan(x).any(axis=-1)
+    if not rows.any():
+        return None
+    if _TOPK_NAN.get() == "raise":
+        where = np.argwhere(np.isnan(x))[0].tolist()
+        raise ValueError(f"TopK: x contains NaN (first at index {tuple(where)}); the k largest magnitudes "
+                         "are undefined")
+    return rows
 
 
 def _with(op, **params):
@@ -149,10 +203,9 @@ class L1(ProxOperator):
     """
 
     def __init__(self, lam):
-        a = B.to_numpy(lam)
-        if a.ndim > 1 or a.size == 0 or not np.all(np.isfinite(a)) or np.any(a < 0):
-            raise ValueError(f"lam must be a finite number >= 0 (or an (R,) array of them), got {lam!r}")
-        self.lam = float(a) if a.ndim == 0 else a.astype(np.float64)
+        from ._validation import check_real
+
+        self.lam = check_real(lam, "lam", low=0.0, per_run=True)
 
     def prox(self, x, step):
         """``sign(x) * max(|x| - step * lam, 0)`` elementwise."""
@@ -216,13 +269,29 @@ class TopK(ProxOperator):
         return self if isinstance(self.k, int) else _with(self, k=self.k[np.asarray(runs)])
 
     def prox(self, x, step=1.0):
-        """Keep the ``k`` largest-magnitude entries of each row of ``x``."""
+        """Keep the ``k`` largest-magnitude entries of each row of ``x``.
+
+        Raises
+        ------
+        ValueError
+            If a NumPy ``x`` holds NaN (its magnitude has no rank). Arrays of
+            other libraries are not checked, to keep the call free of a host
+            synchronization; :func:`proxfed.run` checks its iterates itself.
+        """
         _check_step(step)
-        return B.topk(x, self._k_for(x))
+        k = self._k_for(x)
+        nan = _nan_rows(x)
+        if nan is None:
+            return B.topk(x, k)
+        return np.where(nan[..., None], x, B.topk(np.where(np.isnan(x), 0.0, x), k))
 
     def mask(self, x):
-        """Boolean mask of the entries :meth:`prox` keeps."""
-        return B.topk_mask(x, self._k_for(x))
+        """Boolean mask of the entries :meth:`prox` keeps (a NumPy ``x`` with NaN: as :meth:`prox`)."""
+        k = self._k_for(x)
+        nan = _nan_rows(x)
+        if nan is None:
+            return B.topk_mask(x, k)
+        return np.where(nan[..., None], True, B.topk_mask(np.where(np.isnan(x), 0.0, x), k))
 
     def value(self, x):
         """0 if every row has at most ``k`` non-zeros, else ``inf``."""

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import _backend as B
 from .algorithms.base import Algorithm
+from .prox import _nan_passing_through
 from .runner import RunResult, _initial_models, _merge_runs, _problem_config, _Recorder, _split_and_reference
 
 __all__ = ["run_rounds", "communication_times", "last_communications", "supports_rounds", "NoClosedForm"]
@@ -73,6 +74,7 @@ def last_communications(algorithm: Algorithm, communications: int, seed=0, runs:
     return own if cap is None else np.minimum(own, int(cap))
 
 
+@_nan_passing_through  # (a diverging run's NaN reaches its iterates through TopK, where it is caught)
 def run_rounds(algorithm: Algorithm, problem, communications: int, *, seed=0, split: str | None = "auto",
                every: int = 1, w0=None, reference="auto", progress: bool = False) -> RunResult:
     """Run ``communications`` rounds of every run; local phases in closed form.

@@ -18,7 +18,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import _backend as B
+from ._validation import check_int, check_seed, is_int
 from .algorithms.base import TALLIES, Algorithm, State, _seeds_and_keys, select_runs
+from .prox import nan_passes_through
 
 __all__ = ["run", "RunResult", "initial_models", "save_state", "load_state", "HISTORY_KEYS", "MIN_RECORD_SPACING"]
 
@@ -173,27 +175,120 @@ def _jsonable(obj):
     return repr(obj)
 
 
+#: Arrays every state file holds (:func:`save_state`); ``seed``, ``stretch_t``/``stretch_w`` and
+#: ``extra_<name>`` are optional.
+_STATE_ARRAYS = ("w", "h", "t", "communications", "bits_up", "bits_down", "values_up", "upload_nnz")
+
+
 def save_state(state: State, path) -> None:
-    """Save a state's arrays to an ``.npz`` file (host copies)."""
+    """Save a state's arrays to an ``.npz`` file (host copies).
+
+    Besides the iterates, control variates, iteration and accounting, the file
+    keeps the state's ``seed`` and ``stretch`` (see :class:`State`) and its
+    ``extras``, so that :func:`load_state` gives back a state from which
+    :func:`run` continues the same trajectory.
+    """
     arrays = {"w": B.to_numpy(state.w), "h": B.to_numpy(state.h), "t": np.asarray(state.t)}
     state = state.with_host_tallies()
     for name in ("communications", *TALLIES):
         arrays[name] = np.asarray(getattr(state, name))
+    if state.seed is not None:
+        arrays["seed"] = np.asarray(state.seed, dtype=np.int64)
+    if state.stretch is not None:
+        arrays["stretch_t"] = np.asarray(state.stretch[0], dtype=np.int64)
+        arrays["stretch_w"] = B.to_numpy(state.stretch[1])
     for key, value in state.extras.items():
         arrays[f"extra_{key}"] = B.to_numpy(value)
     np.savez_compressed(path, **arrays)
 
 
 def load_state(path, like=None) -> State:
-    """Load a state written by :meth:`RunResult.save`, onto ``like``'s library and device."""
-    with np.load(path) as data:
-        put = (lambda a: a) if like is None else (lambda a: B.from_numpy(a, like=like))
-        extras = {k[len("extra_"):]: put(data[k]) for k in data.files if k.startswith("extra_")}
-        return State(
-            w=put(data["w"]), h=put(data["h"]), t=int(data["t"]),
-            communications=data["communications"], bits_up=data["bits_up"], bits_down=data["bits_down"],
-            values_up=data["values_up"], upload_nnz=data["upload_nnz"], extras=extras,
-        )
+    """Load a state written by :func:`save_state` (or :meth:`RunResult.save`), onto ``like``'s library and device.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``state.npz`` file.
+    like : array, optional
+        The arrays are moved to its library, device and floating dtype
+        (default: NumPy arrays as saved).
+
+    Returns
+    -------
+    State
+        Its arrays C-contiguous, whatever their layout when saved, so that a
+        run resumed from it computes exactly what the uninterrupted run did.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    proxfed.data.DataFormatError
+        (a ``ValueError``) If the file is truncated or corrupt, is not an
+        ``.npz`` archive, lacks arrays or holds arrays of the wrong type or
+        shape; the message names the file and what is wrong.
+    """
+    import zipfile
+    import zlib
+
+    from .data._io import DataFormatError
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"state file not found: {path}")
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise DataFormatError(f"{path}: not a state file (a single .npy array, not an .npz archive)")
+        with data:
+            arrays = {k: data[k] for k in data.files}  # reads (and CRC-checks) every member now
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        if isinstance(exc, DataFormatError):
+            raise
+        raise DataFormatError(f"{path}: not a readable state file: truncated or corrupt ({type(exc).__name__}: "
+                              f"{exc})") from None
+    missing = [k for k in _STATE_ARRAYS if k not in arrays]
+    if missing:
+        raise DataFormatError(f"{path}: not a state file: missing arrays {missing}")
+
+    def fail(what):
+        raise DataFormatError(f"{path}: {what}")
+
+    w, h, t = arrays["w"], arrays["h"], arrays["t"]
+    if w.dtype.kind != "f" or w.ndim < 2:
+        fail(f"w must be a floating array of shape (..., N, d), got {w.dtype} of shape {w.shape}")
+    if h.shape != w.shape or h.dtype != w.dtype:
+        fail(f"h must have the shape and dtype of w {w.shape} {w.dtype}, got {h.shape} {h.dtype}")
+    if t.shape != () or t.dtype.kind not in "iu" or t < 0:
+        fail(f"t must be a non-negative integer, got {t!r}")
+    batch, N = w.shape[:-2], w.shape[-2]
+    for name in _STATE_ARRAYS[3:]:
+        want = batch if name == "communications" else batch + (N,)
+        a = arrays[name]
+        if a.dtype.kind not in "iu" or a.shape != want:
+            fail(f"{name} must be an integer array of shape {want}, got {a.dtype} of shape {a.shape}")
+    seed = None
+    if "seed" in arrays:
+        a = arrays["seed"]
+        if a.dtype.kind not in "iu" or a.ndim > 1 or np.any(a < 0):
+            fail(f"seed must be a non-negative integer or a 1-d array of them, got {a!r}")
+        seed = int(a) if a.ndim == 0 else tuple(int(v) for v in a)
+    stretch = None
+    if "stretch_t" in arrays or "stretch_w" in arrays:
+        st, sw = arrays.get("stretch_t"), arrays.get("stretch_w")
+        if st is None or sw is None or st.shape != () or st.dtype.kind not in "iu" or sw.shape != w.shape:
+            fail("stretch_t and stretch_w must be an integer and an array of the shape of w")
+        stretch = (int(st), np.ascontiguousarray(sw))
+    put = np.ascontiguousarray if like is None else (lambda a: B.from_numpy(np.ascontiguousarray(a), like=like))
+    extras = {k[len("extra_"):]: put(v) for k, v in arrays.items() if k.startswith("extra_")}
+    if like is not None and stretch is not None:  # (jumps run on NumPy arrays only)
+        moved = put(stretch[1])
+        stretch = (stretch[0], moved) if isinstance(moved, np.ndarray) else None
+    return State(
+        w=put(w), h=put(h), t=int(t),
+        communications=arrays["communications"], bits_up=arrays["bits_up"], bits_down=arrays["bits_down"],
+        values_up=arrays["values_up"], upload_nnz=arrays["upload_nnz"], extras=extras, seed=seed, stretch=stretch,
+    )
 
 
 #: Fewest iterations between two records of :func:`run` by default (a record costs about one local step).
@@ -210,7 +305,7 @@ def _check_coins(coins, iterations: int, batch_shape: tuple) -> np.ndarray:
         c = np.broadcast_to(c, batch_shape + c.shape)
     if c.shape[:-1] != batch_shape or c.shape[-1] < iterations:
         raise ValueError(f"coins must have shape {want} (or a longer last axis), got {c.shape}")
-    return c[..., :iterations]
+    return c
 
 
 def initial_models(problem, seed=0, runs: int | None = None, like=None):
@@ -231,6 +326,30 @@ def _initial_models(problem, seed, runs):
     seeds, keys = _seeds_and_keys(seed, runs)
     points = [problem.initial_point(seed=s, run=r) for s, r in zip(seeds, keys)]
     return B.namespace(*points).stack(points)  # stays in the problem's array library
+
+
+def _metric_values(value, batch: tuple) -> np.ndarray:
+    """``evaluate``'s result as float64 of the batch shape: real numbers, one per run.
+
+    A scalar for a batch is refused rather than broadcast: it would record one
+    number for every run, which hides an ``evaluate`` that looks at one run only.
+    """
+    from ._validation import is_real
+
+    if is_real(value):
+        a = np.asarray(value, dtype=np.float64)
+    elif hasattr(value, "dtype") and hasattr(value, "shape"):
+        a = np.asarray(B.to_numpy(value))
+        if a.dtype.kind not in "iuf":
+            raise TypeError(f"evaluate must return real numbers, got an array of dtype {a.dtype}")
+        a = a.astype(np.float64)
+    else:
+        raise TypeError(f"evaluate must return a real number (or an array, one per run), got "
+                        f"{type(value).__name__} {value!r:.60}")
+    if a.shape != batch:
+        want = "a scalar" if not batch else f"one value per run, shape {batch}"
+        raise ValueError(f"evaluate must return {want}, got shape {a.shape}")
+    return a
 
 
 class _Recorder:
@@ -285,7 +404,7 @@ class _Recorder:
                 self._ref_device = B.from_numpy(self.reference, like=state.w)
             row["dist_opt"] = host(xp.linalg.vector_norm(w_avg - self._ref_device, axis=-1))
         if self.evaluate is not None:
-            row["metric"] = np.asarray(self.evaluate(w_out), dtype=np.float64)
+            row["metric"] = _metric_values(self.evaluate(w_out), state.batch_shape)
         elif self.split is not None:
             row["metric"] = np.asarray(self.problem.score(w_out, self.split), dtype=np.float64)
         row["time"] = float(elapsed)
@@ -302,7 +421,7 @@ def run(
     problem,
     iterations: int,
     *,
-    seed=0,
+    seed=None,
     coins=None,
     evaluate: Callable | None = None,
     split: str | None = "auto",
@@ -323,36 +442,47 @@ def run(
     algorithm : Algorithm
         An update rule from :mod:`proxfed.algorithms`.
     problem : FederatedProblem
-    iterations : int
+    iterations : int >= 1
         Number of iterations (local steps of every client) to run.
-    seed : int or sequence of int
+    seed : int or sequence of int, optional
         Seeds the coin flips and the default starting model (see
-        :meth:`Algorithm.coins`); one per run for batched runs.
+        :meth:`Algorithm.coins`); one per run for batched runs. Python or
+        NumPy integers only (no floats, strings or booleans). Default 0, or
+        for a resumed run the seed its ``state`` was run with (``state.seed``);
+        resuming with another seed is an error.
     coins : array of bool, shape (iterations,) or (R, iterations), optional
         The communication coins ``theta_t`` to use instead of the algorithm's
         schedule.
     evaluate : callable, optional
         ``evaluate(w) -> float`` (or (R,) for batched ``w``) applied to the
-        output model at every record; overrides ``split``.
+        output model at every record; overrides ``split``. A batched run
+        needs one value per run: a scalar is refused rather than broadcast,
+        since it would record the same metric for every run.
     split : {"auto", "test", "validation", "train", None}
         Where ``problem.score`` evaluates the metric; ``"auto"`` uses the
         test split when the dataset has one, else no metric.
     every : int, optional
-        Record the history every ``every`` iterations (default
-        ``max(MIN_RECORD_SPACING, iterations // 200)``: at most about 200
-        records, and at least 10 iterations apart, so that recording (an
-        objective and a metric pass over the data) costs a small fraction of
-        the run; ``benchmarks/bench_records.py`` measures it); the first and last iterations are
+        Record the history at the iterations ``state.t`` that are multiples
+        of ``every`` (default ``max(MIN_RECORD_SPACING, iterations // 200)``:
+        at most about 200 records, and at least 10 iterations apart, so that
+        recording, an objective and a metric pass over the data, costs a small
+        fraction of the run; ``benchmarks/bench_records.py`` measures it),
+        counted from the run's start, so a resumed run records where the
+        uninterrupted one does; the first and last iterations of the call are
         always recorded.
     record_at : sequence of int, optional
         Further iterations (counted from the start of this call, in
         ``[1, iterations]``) at which to record, e.g. each batched run's own
         horizon.
     w0 : array, shape (d,) or (R, d), optional
-        Starting model (default ``problem.initial_point(seed)``).
+        Starting model (default ``problem.initial_point(seed)``); not with ``state``.
     state : State, optional
-        Continue from this state (e.g. ``result.state``): coins continue at
-        ``state.t`` so the trajectory is the same as one uninterrupted run.
+        Continue from this state (e.g. ``result.state`` or
+        :func:`load_state`): coins continue at ``state.t``, and the
+        trajectory is the one of an uninterrupted run, bit for bit (with the
+        same ``jumps``). Checked before any work as :meth:`Algorithm.init`
+        checks its input (shapes, finite ``w`` and ``h``, ``sum_i h_i = 0``
+        for rules that keep it).
     reference : "auto", array or None
         Model to which ``dist_opt`` is measured; ``"auto"`` uses
         ``problem.solution()`` when it is cheap (ridge).
@@ -365,7 +495,10 @@ def run(
         Replace stretches of iterations in which no run communicates by the
         problem's closed-form local phase where the algorithm allows it
         (ridge with dense local steps); equal to explicit steps up to rounding.
-        Stretches never cross a history record.
+        Every iterate of a stretch is computed from the stretch's start (a
+        record inside it too), so the trajectory depends only on the coins:
+        not on ``every``, ``record_at``, or where a run was interrupted and
+        resumed (the state carries its stretch's start, :attr:`State.stretch`).
     communications : int, optional
         Stop each run at its own ``communications``-th communication of this
         call (``iterations`` is then a cap): the run is recorded there and
@@ -389,14 +522,19 @@ def run(
 
     if not isinstance(algorithm, Algorithm):
         raise TypeError(f"algorithm must be a proxfed Algorithm, got {type(algorithm).__name__}")
-    if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or iterations < 0:
-        raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
+    _check_problem(problem)
+    if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or iterations < 1:
+        raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
     iterations = int(iterations)
+    seed = None if seed is None else check_seed(seed)
     if every is None:
         every = max(MIN_RECORD_SPACING, iterations // 200)
     if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
         raise ValueError(f"every must be a positive integer, got {every!r}")
     split, reference = _split_and_reference(problem, split, reference)
+    if record_at is not None and len(record_at):
+        record_at = check_int(list(record_at) if not hasattr(record_at, "dtype") else record_at, "record_at",
+                              per_run=True)  # integers only (2.5 is not truncated to 2)
     extra = np.unique(np.asarray([] if record_at is None else record_at, dtype=np.int64))
     if extra.size and (extra[0] < 1 or extra[-1] > iterations):
         raise ValueError(f"record_at must lie in [1, {iterations}], got {extra[0]}..{extra[-1]}")
@@ -405,21 +543,30 @@ def run(
         raise ValueError(f"communications must be a positive integer or None, got {communications!r}")
 
     if state is None:
+        seed = 0 if seed is None else seed
         runs = algorithm.n_runs
         if runs is None and w0 is not None and np.ndim(B.to_numpy(w0)) == 2:
             runs = int(np.shape(w0)[0])
-        if runs is None and not isinstance(seed, numbers.Integral):
-            runs = len(np.asarray(seed).ravel())
+        if runs is None and not isinstance(seed, int):
+            runs = len(seed)
         if w0 is None:
             w0 = _initial_models(problem, seed, runs)
         state = algorithm.init(problem, w0)
-    elif not isinstance(state, State):
-        raise TypeError("state must be a proxfed State")
+    else:
+        if w0 is not None:
+            raise ValueError("give w0 or state, not both (a resumed run starts from state.w)")
+        algorithm.check_state(problem, state)
+        seed = _resume_seed(seed, state.seed)
+        state = _contiguous(state)
     batch = state.batch_shape
+    if seed is not None and not isinstance(seed, int) and len(seed) != (batch[0] if batch else 1):
+        raise ValueError(f"seed has {len(seed)} entries for {batch[0] if batch else 1} runs")
     runs = batch[0] if batch else None
-    if coins is None:
-        coins = algorithm.coins(iterations, seed=seed, runs=runs, start=state.t)
+    if coins is None:  # (one coin more than needed: whether a communication follows the last iteration)
+        coins = algorithm.coins(iterations + 1, seed=seed, runs=runs, start=state.t)
     coins = _check_coins(coins, iterations, batch)
+    coin_after = bool(coins[..., iterations].any()) if coins.shape[-1] > iterations else False
+    coins = coins[..., :iterations]
     asked = extra
     # finish[r] = the iteration count (of this call) of run r's last step: its C-th communication, or the cap
     finish, short = None, np.zeros(0, bool)
@@ -428,8 +575,10 @@ def run(
         short = (counts[:, -1] if iterations else np.zeros(counts.shape[0], np.int64)) < communications
         finish = np.where(short, iterations, np.argmax(counts >= communications, axis=1) + 1).reshape(batch)
         extra = np.union1d(extra, np.ravel(finish))
-    # next_record[j] = the first recorded iteration count > j (every multiple of `every`, the end, record_at)
-    grid = np.union1d(np.arange(every, iterations + 1, every), np.append(extra, iterations))
+    # next_record[j] = the first recorded iteration count > j (this call's counts j with state.t + j a
+    # multiple of `every`, the end, record_at)
+    on_grid = np.arange(every - state.t % every, iterations + 1, every)
+    grid = np.union1d(on_grid, np.append(extra, iterations))
     next_record = grid[np.searchsorted(grid, np.arange(iterations), side="right")] if iterations else grid
     recorded = np.zeros(iterations + 1, bool)
     recorded[grid] = True
@@ -441,7 +590,7 @@ def run(
         "problem": _problem_config(problem),
         "iterations": iterations,
         "start_iteration": state.t,
-        "seed": seed if isinstance(seed, numbers.Integral) else np.asarray(seed).tolist(),
+        "seed": seed if isinstance(seed, int) else list(seed),
         "every": every,
         **({"record_at": asked.tolist()} if asked.size else {}),
         **({"communications": int(communications)} if communications is not None else {}),
@@ -476,7 +625,8 @@ def run(
             diverged_at[int(r)] = seen if seen >= 0 else st.t
         return _merge_runs(~hold, st, good_st)
 
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    # (a diverging run's NaN passes through TopK to its iterates, where it is caught below)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), nan_passes_through():
         row = recorder.compute(state, 0.0)
         if not np.all(np.isfinite(row["loss"])):
             raise ValueError("the loss at the starting point is not finite; check w0 and the data")
@@ -486,20 +636,31 @@ def run(
         first_t = state.t
         any_coin = coins.reshape(-1, iterations).any(axis=0)
         next_coin = _next_true(any_coin)
+        coin_next = np.append(any_coin[1:], coin_after)  # a communication at the following iteration
         jump = jumps and algorithm.can_jump(problem, state)
+        # with jumps, `start` is the state where the current coin-free stretch began: every iterate of the
+        # stretch is computed from it in closed form (up to the next coin or record), so the trajectory
+        # does not depend on where records fall or where a run was interrupted
+        start = _stretch_start(algorithm, problem, state) if jump else None
         j = 0
         with tqdm(total=iterations, disable=not progress, desc=algorithm.name, leave=False) as bar:
             while j < iterations:
                 if stop:
                     break
-                # a stretch without any communication (and no record inside) in closed form
-                k = min(next_coin[j], next_record[j]) - j if jump else 0
-                if k >= 2:
-                    new = algorithm.local_phase(state, problem, k)
-                else:
+                # explicit: a communication, or a stretch of a single step (between two communications);
+                # otherwise the closed form from the stretch's start up to the next coin or record
+                explicit = not jump or any_coin[j] or (start.t == state.t and coin_next[j])
+                if explicit:
                     k = 1
                     coin = coins[..., j]
                     new = algorithm.step(state, problem, coin if batch else bool(coin))
+                    if new.stretch is not None:
+                        new = new.replace(stretch=None)
+                else:
+                    k = min(next_coin[j], next_record[j]) - j
+                    new = algorithm.local_phase(start, problem, first_t + j + k - start.t)
+                    new = new.replace(stretch=(start.t, start.w))
+                new = _contiguous(new)
                 j += k
                 if watch is None:
                     bad = nonfinite_iterates(new) & ~finished
@@ -539,6 +700,8 @@ def run(
                     stop = any(bool(cb(row, state)) for cb in callbacks)
                     if finish is not None:
                         finished = finished | (finish == done)
+                if jump and explicit:
+                    start = state  # a stretch begins after a communication (or a single-step stretch)
                 if np.all(frozen | finished):
                     break
     if status == "completed" and frozen.any():
@@ -554,12 +717,77 @@ def run(
     elif status == "completed" and state.t - first_t < iterations:
         status, message = "stopped", f"stopped by a callback at iteration {state.t}"
     diverged = frozen.copy() if batch else np.asarray(status == "diverged")
-    state = state.with_host_tallies()
+    state = state.with_host_tallies().replace(seed=seed)  # the seed a resumed run must use
     return RunResult(
         w=algorithm.output(state), state=state, history=recorder.history(),
         status=status, message=message, config=config, diverged=diverged,
         diverged_at=dict(diverged_at) if batch else {},
     )
+
+
+def _check_problem(problem) -> None:
+    """A TypeError, before any work, for something that is not a federated problem (e.g. a dataset)."""
+    from .data.dataset import FederatedDataset
+
+    if isinstance(problem, FederatedDataset):
+        raise TypeError("problem must be a federated problem, got a FederatedDataset: wrap it in one, e.g. "
+                        "proxfed.problems.Ridge(dataset) or proxfed.problems.SoftmaxRegression(dataset)")
+    missing = [a for a in ("n_clients", "dim", "grad", "objective", "has_split", "initial_point")
+               if not hasattr(problem, a)]
+    if missing:
+        raise TypeError(f"problem must be a federated problem (e.g. proxfed.problems.Ridge), got "
+                        f"{type(problem).__name__} without {', '.join(missing)}")
+
+
+def _resume_seed(seed, stored):
+    """The seed of a resumed run: ``seed`` if given (it must be the state's), else the state's (else 0)."""
+    if stored is None:
+        return 0 if seed is None else seed
+    stored = check_seed(stored, "state.seed")
+    if seed is None:
+        return stored
+    if seed != stored:
+        raise ValueError(f"seed={seed!r} differs from the seed the state was run with ({stored!r}); a resumed "
+                         "run draws the same coins: leave seed out, or pass the same one")
+    return seed
+
+
+def _contiguous(state: State) -> State:
+    """``state`` with its NumPy iterates, control variates and extras in C order (copied only where not).
+
+    The runner steps on such states only, and :func:`load_state` returns them, so arithmetic whose
+    rounding depends on the memory layout sees the same layout in a run and in its resumption.
+    """
+    def c(a):
+        return np.ascontiguousarray(a) if isinstance(a, np.ndarray) and not a.flags.c_contiguous else a
+
+    w, h = c(state.w), c(state.h)
+    extras = {k: c(v) for k, v in state.extras.items()}
+    if w is state.w and h is state.h and all(extras[k] is v for k, v in state.extras.items()):
+        return state
+    return state.replace(w=w, h=h, extras=extras)
+
+
+def _stretch_start(algorithm, problem, state: State) -> State:
+    """Where the coin-free stretch of ``state`` began (``state.stretch``), or ``state`` itself.
+
+    The recorded start is used only if the closed form from it gives ``state.w`` again bit for
+    bit; a state changed since (or from a run without jumps) starts a stretch of its own.
+    """
+    if state.stretch is None:
+        return state
+    fresh = state.replace(stretch=None)
+    try:
+        t0, w0 = state.stretch
+    except (TypeError, ValueError):
+        return fresh
+    if (not is_int(t0) or not 0 <= t0 < state.t
+            or not isinstance(w0, np.ndarray) or w0.shape != tuple(state.w.shape) or w0.dtype != state.w.dtype):
+        return fresh
+    start = fresh.replace(w=np.ascontiguousarray(w0), t=int(t0))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        again = algorithm.local_phase(start, problem, state.t - int(t0))
+    return start if np.array_equal(again.w, state.w) else fresh
 
 
 class _FiniteWatch:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import _backend as B
+from ._stored import StoredResultWarning, read_back_json
 from . import algorithms as A
 from .data.dataset import FederatedDataset, Split
 
@@ -298,7 +300,9 @@ def random_search(
     seed : int
     maximize : bool
     path : path-like, optional
-        The JSON file of the search.
+        The JSON file of the search. A stored search with the same header is
+        resumed; a damaged file (truncated JSON, malformed trials) is
+        recomputed with a :class:`~proxfed._stored.StoredResultWarning`.
     key : dict, optional
         JSON-serializable facts identifying the search (problem, method,
         budget); a file with another key is not reused.
@@ -333,13 +337,13 @@ def random_search(
     stored = []
     path = None if path is None else Path(path)
     if path is not None and path.is_file():
-        try:
-            doc = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            doc = {}
-        if all(doc.get(k) == v for k, v in header.items()):
+        doc = read_back_json(path) or {}  # (damaged: a warning, and the search starts afresh)
+        if doc and all(doc.get(k) == v for k, v in header.items()):
             stored = doc.get("trials", [])
-        else:
+            if not _valid_trials(stored):
+                warnings.warn(f"{path}: damaged stored trials; recomputing them", StoredResultWarning, stacklevel=2)
+                stored = []
+        elif doc:
             say(f"  {path.name}: a different search was stored there; starting afresh")
     trials: list = []
     evaluated = 0
@@ -388,6 +392,14 @@ def random_search(
     best = {g: _best(trials, g, maximize) for g in groups}
     return SearchResult(trials=trials, best={g: b for g, (b, _) in best.items()},
                         best_score={g: s for g, (_, s) in best.items()}, evaluated=evaluated, path=path)
+
+
+def _valid_trials(trials) -> bool:
+    """Whether stored trials are a list of ``{"stage", "group", "params", "score", "status"}`` records."""
+    keys = {"stage", "group", "params", "score", "status"}
+    return isinstance(trials, list) and all(
+        isinstance(t, dict) and keys <= t.keys() and isinstance(t["params"], dict)
+        and (t["score"] is None or isinstance(t["score"], (int, float))) for t in trials)
 
 
 # ---------------------------------------------------------------------------------------------

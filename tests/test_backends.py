@@ -466,8 +466,10 @@ def test_rng_keyed_streams():
     g.random(1000)
     np.testing.assert_array_equal(B.rng(3, 1, 2).random(8), a)
     assert B.COIN_STREAM != B.INIT_STREAM
-    for bad_seed in (-1, True, 1.5):
-        with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="seed"):
+        B.rng(-1)
+    for bad_seed in (True, 1.5, "3"):  # not integers: refused, not converted
+        with pytest.raises(TypeError, match="seed"):
             B.rng(bad_seed)
     with pytest.raises(ValueError):
         B.rng(0, -1)

@@ -627,7 +627,8 @@ def test_explicit_coins_are_used():
     problem = ridge(0)
     alg = sparse_proxskip(1 / L_of(problem), 0.3, K)
     coins = np.array([0, 1, 1, 0, 0, 0, 1, 0, 1, 1], dtype=bool)
-    res = proxfed.run(alg, problem, len(coins), seed=0, coins=coins, every=1)
+    # explicit steps (jumps would compute the coin-free stretch 3..5 in closed form: equal up to rounding)
+    res = proxfed.run(alg, problem, len(coins), seed=0, coins=coins, every=1, jumps=False)
     np.testing.assert_array_equal(res.history["communications"], np.concatenate([[0], np.cumsum(coins)]))
     # the same as a manual loop with those coins
     state = alg.init(problem, problem.initial_point())

@@ -11,6 +11,7 @@ import array_api_compat
 import numpy as np
 
 from .. import _backend as B
+from .._validation import check_int, check_real, check_real_array, check_seed
 from ..comm import CommModel
 from ..prox import Consensus, TopK, per_run
 
@@ -46,6 +47,15 @@ class State:
         before any run has).
     extras : dict
         Rule-specific arrays (e.g. SCAFFOLD's control variates).
+    seed : int, tuple of int or None
+        The seed :func:`proxfed.run` ran this state with (None for a state
+        from :meth:`Algorithm.init`); a run resumed from it must use the same.
+    stretch : tuple (int, array) or None
+        ``(t0, w0)``: where :func:`proxfed.run`, jumping over coin-free
+        stretches in closed form, began the stretch that ``w`` lies in (the
+        iteration and the client iterates there); None outside one. A run
+        resumed from this state continues that stretch from ``(t0, w0)``, as
+        the uninterrupted run does, so the two are the same bit for bit.
     """
 
     w: Any
@@ -58,6 +68,8 @@ class State:
     upload_nnz: np.ndarray | None = None
     uplink: Any = None
     extras: dict = field(default_factory=dict)
+    seed: Any = None
+    stretch: Any = None
 
     @property
     def batch_shape(self) -> tuple:
@@ -80,29 +92,18 @@ TALLIES = ("bits_up", "bits_down", "values_up", "upload_nnz")
 
 
 def check_positive(value, name: str):
-    """A finite positive scalar or 1-d array."""
-    a = np.asarray(value, dtype=np.float64) if not isinstance(value, bool) else None
-    if a is None or a.ndim > 1 or a.size == 0 or not np.all(np.isfinite(a)) or np.any(a <= 0):
-        raise ValueError(f"{name} must be finite and > 0 (a number or an (R,) array), got {value!r}")
-    return float(a) if a.ndim == 0 else a
+    """A finite positive real scalar or 1-d array (no strings or booleans; see :mod:`proxfed._validation`)."""
+    return check_real(value, name, low=0.0, low_open=True, per_run=True)
 
 
 def check_probability(value, name: str = "p"):
     """A probability in (0, 1], scalar or 1-d array."""
-    a = check_positive(value, name)
-    if np.any(np.asarray(a) > 1):
-        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
-    return a
+    return check_real(value, name, low=0.0, low_open=True, high=1.0, per_run=True)
 
 
 def check_count(value, name: str):
     """An integer >= 1, scalar or 1-d array."""
-    a = np.asarray(value)
-    if isinstance(value, bool) or a.ndim > 1 or a.size == 0 or a.dtype.kind not in "iu":
-        raise TypeError(f"{name} must be an integer >= 1 (or an (R,) integer array), got {value!r}")
-    if np.any(a < 1):
-        raise ValueError(f"{name} must be >= 1, got {value!r}")
-    return int(a) if a.ndim == 0 else a.astype(np.int64)
+    return check_int(value, name, minimum=1, per_run=True)
 
 
 class Algorithm:
@@ -165,8 +166,8 @@ class Algorithm:
         R = self.n_runs
         if w0 is None:
             w0 = np.zeros((R, d) if R else (d,))
-        if not hasattr(w0, "shape"):
-            w0 = np.asarray(w0, dtype=np.float64)
+        if not hasattr(w0, "shape"):  # a list of numbers (not strings or booleans, which NumPy would convert)
+            w0 = check_real_array(w0, "w0")
         xp = B.namespace(w0)
         if not xp.isdtype(w0.dtype, "real floating"):
             raise TypeError(f"w0 must have a real floating dtype, got {w0.dtype}")
@@ -183,12 +184,7 @@ class Algorithm:
         if h0 is None:
             H = xp.zeros(shape, dtype=W.dtype, device=B.device_of(W))
         else:
-            if tuple(h0.shape) != shape:
-                raise ValueError(f"h0 must have shape {shape}, got {tuple(h0.shape)}")
-            total = float(B.to_numpy(xp.max(xp.abs(xp.sum(h0, axis=-2)))))
-            scale = float(B.to_numpy(xp.max(xp.abs(h0)))) * N
-            if total > 1e-8 * max(scale, 1.0):
-                raise ValueError(f"h0 must sum to zero over clients (max |sum_i h_i| = {total:.3e})")
+            _check_control_variates(h0, shape, "h0", zero_sum=True)
             H = h0
         batch = shape[:-2]
         zeros = lambda: np.zeros(batch + (N,), np.int64)  # noqa: E731
@@ -200,6 +196,70 @@ class Algorithm:
 
     def _init_extras(self, problem, W) -> dict:
         return {}
+
+    @property
+    def keeps_zero_sum(self) -> bool:
+        """Whether the rule keeps ``sum_i h_i = 0`` (to rounding); rules that let it drift say False."""
+        return True
+
+    def check_state(self, problem, state: State) -> State:
+        """Check a state to continue from as :meth:`init` checks its input, before any work.
+
+        ``w`` and ``h`` must be real floating arrays of one shape ``(..., N, d)``
+        for the problem's ``N`` and ``d`` (and this rule's number of runs),
+        finite, with ``sum_i h_i = 0`` to rounding when the rule keeps that
+        invariant (:attr:`keeps_zero_sum`); ``t`` a non-negative integer and
+        the accounting integer arrays of the batch shape.
+
+        Parameters
+        ----------
+        problem : FederatedProblem
+        state : State
+
+        Returns
+        -------
+        State
+            ``state``.
+
+        Raises
+        ------
+        TypeError
+            If ``state`` is not a :class:`State` or a field has the wrong type.
+        ValueError
+            If a shape, a value or the zero-sum invariant is wrong (the field is named).
+        """
+        if not isinstance(state, State):
+            raise TypeError(f"state must be a proxfed State, got {type(state).__name__}")
+        N, d = problem.n_clients, problem.dim
+        w = state.w
+        if not hasattr(w, "shape") or not hasattr(w, "dtype"):
+            raise TypeError(f"state.w must be an array, got {type(w).__name__}")
+        xp = B.namespace(w)
+        if not xp.isdtype(w.dtype, "real floating"):
+            raise TypeError(f"state.w must have a real floating dtype, got {w.dtype}")
+        shape = tuple(w.shape)
+        if len(shape) < 2 or shape[-2:] != (N, d):
+            raise ValueError(f"state.w must have shape (..., {N}, {d}) for this problem, got {shape}")
+        R = self.n_runs
+        if R is not None and shape[:-2] != (R,):
+            raise ValueError(f"state.w has batch shape {shape[:-2]} but the hyperparameters have {R} runs")
+        if not bool(xp.all(xp.isfinite(w))):
+            raise ValueError("state.w contains NaN or inf")
+        if not hasattr(state.h, "shape") or B.namespace(state.h) is not xp or state.h.dtype != w.dtype:
+            raise TypeError("state.h must be an array of the same library and dtype as state.w")
+        _check_control_variates(state.h, shape, "state.h", zero_sum=self.keeps_zero_sum)
+        if isinstance(state.t, bool) or not isinstance(state.t, numbers.Integral) or state.t < 0:
+            raise ValueError(f"state.t must be a non-negative integer, got {state.t!r}")
+        batch = shape[:-2]
+        wants = {"communications": batch, "bits_up": batch + (N,), "bits_down": batch + (N,),
+                 "values_up": batch + (N,), "upload_nnz": batch + (N,)}
+        for name, want in wants.items():
+            a = getattr(state, name)
+            if not isinstance(a, (np.ndarray, np.integer)) or a.dtype.kind not in "iu" or a.shape != want or \
+                    np.any(a < 0):
+                raise ValueError(f"state.{name} must be a non-negative integer ndarray of shape {want}, got "
+                                 f"{getattr(a, 'dtype', type(a).__name__)} of shape {np.shape(a)}")
+        return state
 
     def step(self, state: State, problem, coin) -> State:  # pragma: no cover - abstract
         """One iteration of every client; communicate where ``coin`` is true."""
@@ -344,14 +404,39 @@ class Algorithm:
         return out
 
 
+def _check_control_variates(h, shape: tuple, name: str, zero_sum: bool) -> None:
+    """``h`` of ``shape``, finite, and (``zero_sum``) summing to zero over clients to rounding.
+
+    The tolerance is relative to ``N max |h_i|`` (at least 1): ``1e-8`` in float64,
+    ``1000 eps`` in lower precision (rounding accumulates over a long run).
+    """
+    if not hasattr(h, "shape"):
+        raise TypeError(f"{name} must be an array, got {type(h).__name__}")
+    if tuple(h.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(h.shape)}")
+    xp = B.namespace(h)
+    if not bool(xp.all(xp.isfinite(h))):
+        raise ValueError(f"{name} contains NaN or inf")
+    if not zero_sum:
+        return
+    total = float(B.to_numpy(xp.max(xp.abs(xp.sum(h, axis=-2)))))
+    scale = float(B.to_numpy(xp.max(xp.abs(h)))) * shape[-2]
+    rel = max(1e-8, 1e3 * float(xp.finfo(h.dtype).eps))
+    if total > rel * max(scale, 1.0):
+        raise ValueError(f"{name} must sum to zero over clients (max |sum_i h_i| = {total:.3e}, "
+                         f"tolerance {rel * max(scale, 1.0):.1e})")
+
+
 def _seeds_and_keys(seed, runs):
+    """Per run, the seed and the run index of its streams: ``(seed, r)`` for one integer seed,
+    ``(seed[r], 0)`` for one seed per run (checked by :func:`proxfed._validation.check_seed`)."""
     n = 1 if runs is None else int(runs)
-    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-        return [int(seed)] * n, list(range(n))
-    seeds = [int(s) for s in np.asarray(seed).ravel()]
-    if len(seeds) != n:
-        raise ValueError(f"seed must be an int or have one entry per run ({n}), got {len(seeds)}")
-    return seeds, [0] * n
+    seed = check_seed(seed)
+    if isinstance(seed, int):
+        return [seed] * n, list(range(n))
+    if len(seed) != n:
+        raise ValueError(f"seed must be an int or have one entry per run ({n}), got {len(seed)}")
+    return list(seed), [0] * n
 
 
 def gradient(problem, W, state: State):

@@ -8,6 +8,7 @@ All communicate on a fixed schedule, every ``local_steps`` iterations
 from __future__ import annotations
 
 from .. import _backend as B
+from .._validation import check_flag
 from ..comm import CommModel
 from ..prox import TopK
 from .base import (
@@ -72,11 +73,12 @@ class FedAvg(_FixedSchedule):
     def __init__(self, gamma, local_steps, k=None, *, server_topk=False, local_topk=False,
                  comm: CommModel = CommModel(), name: str = "fedavg"):
         super().__init__(gamma, local_steps, comm)
+        check_flag(server_topk, "server_topk"), check_flag(local_topk, "local_topk")
         if (server_topk or local_topk) and k is None:
             raise ValueError("k is required for server or local TopK")
         self.topk = None if k is None else TopK(k)
-        self.server_topk = bool(server_topk)
-        self.local_topk = bool(local_topk)
+        self.server_topk = check_flag(server_topk, "server_topk")
+        self.local_topk = check_flag(local_topk, "local_topk")
         self.final = self.topk
         self.name = name
         self.n_runs  # validates per-run lengths

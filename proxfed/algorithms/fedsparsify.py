@@ -33,6 +33,7 @@ from fractions import Fraction
 import numpy as np
 
 from .. import _backend as B
+from .._validation import check_int, check_real
 from ..comm import CommModel
 from ..prox import sparsity_to_k
 from .base import State, coin_array, gradient_step, hyper_like, latest_upload, select_runs
@@ -188,13 +189,14 @@ class FedSparsify(RoundBased):
             raise ValueError(f"pruning must be 'magnitude' or 'random', got {pruning!r}")
         if mode == "local" and pruning != "magnitude":
             raise ValueError("FedSparsify-Local prunes by magnitude")
-        if not 0 < vote_fraction <= 1:
-            raise ValueError(f"vote_fraction must be in (0, 1], got {vote_fraction!r}")
+        vote_fraction = check_real(vote_fraction, "vote_fraction", low=0.0, low_open=True, high=1.0)
         if vote_rounding not in ("floor", "ceil"):
             raise ValueError(f"vote_rounding must be 'floor' or 'ceil', got {vote_rounding!r}")
-        self.final_sparsity = float(final_sparsity)
-        self.schedule_params = {"initial_sparsity": float(initial_sparsity), "start_round": int(start_round),
-                                "frequency": int(frequency), "exponent": float(exponent)}
+        self.final_sparsity = check_real(final_sparsity, "final_sparsity", low=0.0, high=1.0, high_open=True)
+        self.schedule_params = {"initial_sparsity": check_real(initial_sparsity, "initial_sparsity", low=0.0),
+                                "start_round": check_int(start_round, "start_round", minimum=1),
+                                "frequency": check_int(frequency, "frequency", minimum=1),
+                                "exponent": check_real(exponent, "exponent", low=0.0, low_open=True)}
         if schedule is None:
             fedsparsify_schedule(1, self.final_sparsity, self.rounds, **self.schedule_params)  # validates
             self._schedule = None

@@ -47,6 +47,7 @@ import numbers
 import numpy as np
 
 from .. import _backend as B
+from .._validation import check_real
 from ..comm import CommModel
 from ..prox import sparsity_to_k
 from .base import State, coin_array, gradient_step, hyper_like, latest_upload, select_runs
@@ -237,12 +238,9 @@ class Flash(RoundBased):
                          weighting=weighting, comm=comm)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if not 0 < density <= 1:
-            raise ValueError(f"density must be in (0, 1], got {density!r}")
-        if not 0 <= dst_rate <= 1:
-            raise ValueError(f"dst_rate must be in [0, 1], got {dst_rate!r}")
-        if not 0 < stage1_fraction <= 1:
-            raise ValueError(f"stage1_fraction must be in (0, 1], got {stage1_fraction!r}")
+        density = check_real(density, "density", low=0.0, low_open=True, high=1.0)
+        dst_rate = check_real(dst_rate, "dst_rate", low=0.0, high=1.0)
+        stage1_fraction = check_real(stage1_fraction, "stage1_fraction", low=0.0, low_open=True, high=1.0)
         if isinstance(mask_update_every, bool) or not isinstance(mask_update_every, numbers.Integral) or \
                 mask_update_every < 1:
             raise ValueError(f"mask_update_every must be a positive integer, got {mask_update_every!r}")

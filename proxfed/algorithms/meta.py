@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _backend as B
+from .._validation import check_flag
 from ..comm import CommModel
 from ..prox import L1, ProxOperator, TopK
 from .base import (
@@ -134,7 +135,7 @@ class Algorithm1(Algorithm):
             if sparsifier is None:
                 raise ValueError("grad_at='pruned' needs a TopK placement or an explicit sparsifier")
         self.sparsifier = _check_prox(sparsifier, "sparsifier")
-        self.uplink_keep_dense = bool(uplink_keep_dense)
+        self.uplink_keep_dense = check_flag(uplink_keep_dense, "uplink_keep_dense")
         self.server_order = server_order
         self.grad_at = grad_at
         self.schedule = schedule
@@ -168,6 +169,14 @@ class Algorithm1(Algorithm):
         if len(sizes) > 1:
             raise ValueError(f"per-run hyperparameters have different lengths: {sorted(sizes)}")
         return sizes.pop() if sizes else None
+
+    @property
+    def keeps_zero_sum(self) -> bool:
+        """False where ``sum_i h_i`` drifts by design: a dense copy kept beside a pruned uplink
+        (SPS-modified) or a server prox before the control-variate update (ASP)."""
+        drift_up = self.uplink is not None and self.uplink_keep_dense
+        drift_server = self.server is not None and self.server_order == "before_h"
+        return not (drift_up or drift_server)
 
     def can_jump(self, problem, state: State) -> bool:
         """Local phases have a closed form when local steps are plain dense gradient steps."""

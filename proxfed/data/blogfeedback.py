@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import re
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from .. import _backend as B
+from .._validation import check_real
 from ._io import DataFormatError, gunzip, parse_csv, read_bytes
 from .cache import cached, source_fingerprint
 from .dataset import FederatedDataset, Split
@@ -62,8 +64,10 @@ def _read_zip(path: Path):
             label = f"{path}:{members[name].filename}"
             try:
                 raw = archive.read(members[name])
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise DataFormatError(f"{label}: corrupt zip member ({exc})") from None
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:  # (zlib: a damaged deflate stream)
+                raise DataFormatError(f"{label}: corrupt zip member ({type(exc).__name__}: {exc})") from None
+            except (NotImplementedError, RuntimeError) as exc:  # an unsupported compression, an encrypted member
+                raise DataFormatError(f"{label}: unreadable zip member ({exc})") from None
             return label, gunzip(raw, label) if name.endswith(".gz") else raw
 
         return member(train_name), [member(n) for n in test_names], [path]
@@ -286,8 +290,7 @@ def load_blogfeedback(
     >>> ds.n_clients, ds.n_samples, ds.n_features  # doctest: +SKIP
     (554, 47157, 281)
     """
-    if isinstance(validation_fraction, bool) or not 0 <= validation_fraction < 1:
-        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
+    check_real(validation_fraction, "validation_fraction", low=0.0, high=1.0, high_open=True)
     B._check_seed(seed)
     scaling = _scaling(scale, scaling)
     if download:

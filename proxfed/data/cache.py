@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -113,27 +115,54 @@ def load_dataset(path) -> FederatedDataset:
     if not path.is_file():
         raise FileNotFoundError(f"dataset cache not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise DataFormatError(f"{path}: not a proxfed dataset file (a single .npy array, not an .npz archive)")
+        with npz:
             data = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataFormatError(f"{path}: not a readable .npz dataset ({exc})") from None
-    if "header" not in data:
-        raise DataFormatError(f"{path}: not a proxfed dataset file (no header)")
-    header = json.loads(str(data.pop("header")))
-    if header.get("format") != CACHE_FORMAT:
-        raise DataFormatError(f"{path}: dataset file format {header.get('format')!r}, expected {CACHE_FORMAT}")
+    except DataFormatError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataFormatError(f"{path}: not a readable .npz dataset ({type(exc).__name__}: {exc})") from None
+    header = _read_header(data, path)
     missing = [k for k in ("X", "y", "offsets") if k not in data]
     if missing:
         raise DataFormatError(f"{path}: missing arrays {missing}")
     splits = {}
     for part in ("test", "validation"):
+        if (f"{part}.X" in data) != (f"{part}.y" in data):
+            raise DataFormatError(f"{path}: the {part} split has only one of {part}.X and {part}.y")
         if f"{part}.X" in data:
-            splits[part] = Split(data.pop(f"{part}.X"), data.pop(f"{part}.y"))
+            splits[part] = (data.pop(f"{part}.X"), data.pop(f"{part}.y"))
     meta = dict(header.get("meta", {}))
     for key in [k for k in data if k.startswith("meta.")]:
         meta[key[len("meta."):]] = data.pop(key)
-    return FederatedDataset(data["X"], data["y"], data["offsets"], name=header.get("name", "dataset"),
-                            meta=meta, **splits)
+    try:
+        return FederatedDataset(data["X"], data["y"], data["offsets"], name=header.get("name", "dataset"),
+                                meta=meta, **{k: Split(*xy) for k, xy in splits.items()})
+    except (TypeError, ValueError) as exc:
+        raise DataFormatError(f"{path}: the arrays do not form a dataset ({exc})") from None
+
+
+def _read_header(data: dict, path: Path) -> dict:
+    """The JSON header of a cache file (removed from ``data``), or a DataFormatError naming the file."""
+    if "header" not in data:
+        raise DataFormatError(f"{path}: not a proxfed dataset file (no header)")
+    raw = data.pop("header")
+    if raw.shape != () or raw.dtype.kind != "U":
+        raise DataFormatError(f"{path}: malformed header (expected one JSON string, got {raw.dtype} of shape "
+                              f"{raw.shape})")
+    try:
+        header = json.loads(str(raw))
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"{path}: malformed header (not JSON: {exc})") from None
+    if not isinstance(header, dict):
+        raise DataFormatError(f"{path}: malformed header (expected a JSON object, got {type(header).__name__})")
+    if header.get("format") != CACHE_FORMAT:
+        raise DataFormatError(f"{path}: dataset file format {header.get('format')!r}, expected {CACHE_FORMAT}")
+    if not isinstance(header.get("meta", {}), dict) or not isinstance(header.get("name", ""), str):
+        raise DataFormatError(f"{path}: malformed header (meta must be an object and name a string)")
+    return header
 
 
 def source_fingerprint(paths) -> list:
@@ -152,16 +181,49 @@ def cache_file(cache_dir, prefix: str, key: dict) -> Path:
     return Path(cache_dir).expanduser() / f"{prefix}-{digest}.npz"
 
 
+def check_cache_dir(cache_dir) -> Path:
+    """``cache_dir`` as a path where a cache file can be written, checked before any parsing.
+
+    It must be a writable directory, or not exist yet below a writable
+    directory (it is made only when the first cache file is written).
+
+    Raises
+    ------
+    NotADirectoryError
+        If ``cache_dir`` or one of its parents is a file.
+    PermissionError
+        If the directory (or its nearest existing parent) is not writable.
+    """
+    path = Path(os.path.abspath(Path(cache_dir).expanduser()))
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file, not a directory" if existing == path else f"cannot be made: {existing} is a file"
+        raise NotADirectoryError(f"cache_dir {path} {where}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "is not writable" if existing == path else f"cannot be made: {existing} is not writable"
+        raise PermissionError(f"cache_dir {path} {where}")
+    return path
+
+
 def cached(cache_dir, prefix: str, key: dict, build) -> FederatedDataset:
-    """Load the cached result of ``build()`` for ``key`` or build it and save it."""
+    """Load the cached result of ``build()`` for ``key`` or build it and save it.
+
+    A cache entry that cannot be read (truncated, damaged, of another format)
+    is rebuilt with a warning naming it, never trusted. The cache directory is
+    checked before ``build`` parses anything (:func:`check_cache_dir`); a
+    read-only one still serves the entries it holds.
+    """
     if cache_dir is None:
         return build()
     target = cache_file(cache_dir, prefix, key)
     if target.is_file():
         try:
             return load_dataset(target)
-        except DataFormatError:
-            pass  # a stale or damaged cache entry: rebuild and overwrite it
+        except DataFormatError as exc:  # a stale or damaged cache entry: rebuild and overwrite it
+            warnings.warn(f"ignoring a damaged dataset cache, parsing the data again: {exc}", stacklevel=3)
+    check_cache_dir(cache_dir)
     dataset = build()
     save_dataset(dataset, target)
     return dataset

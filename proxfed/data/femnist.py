@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import numbers
 from pathlib import Path
@@ -89,10 +90,14 @@ def _to_arrays(x, y, where: str) -> tuple[np.ndarray, np.ndarray]:
         if not isinstance(row, list) or len(row) != IMAGE_SIZE:
             length = len(row) if isinstance(row, list) else type(row).__name__
             raise DataFormatError(f"{where}, sample {i}: image has length {length}, expected {IMAGE_SIZE}")
-    try:
-        X = np.array(x, dtype=np.float64).reshape(len(x), IMAGE_SIZE)
-    except (TypeError, ValueError) as exc:
-        raise DataFormatError(f"{where}: non-numeric pixel ({exc})") from None
+    # JSON numbers only: NumPy would read the string "0.25" and the booleans true/false as numbers
+    if not set(map(type, itertools.chain.from_iterable(x))) <= {float, int}:
+        for i, row in enumerate(x):
+            for j, v in enumerate(row):
+                if type(v) not in (float, int):
+                    raise DataFormatError(f"{where}, sample {i}: pixel {j} = {v!r} is not a number "
+                                          f"(a JSON {type(v).__name__})")
+    X = np.array(x, dtype=np.float64).reshape(len(x), IMAGE_SIZE)
     bad = ~np.isfinite(X) | (X < 0) | (X > 1)
     if bad.any():
         i, j = (int(v) for v in np.argwhere(bad)[0])

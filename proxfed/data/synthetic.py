@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _backend as B
+from .._validation import check_real
 from .dataset import FederatedDataset, Split
 
 __all__ = ["make_sparse_regression", "make_fedprox_synthetic"]
@@ -84,14 +85,11 @@ def make_sparse_regression(
     min_client_size = _check_int(min_client_size, "min_client_size", 1)
     n_test = _check_int(n_test, "n_test", 1)
     n_validation = _check_int(n_validation, "n_validation", 1)
-    if not mean_client_size >= 1:
-        raise ValueError(f"mean_client_size must be >= 1, got {mean_client_size}")
-    if not size_sigma >= 0:
-        raise ValueError(f"size_sigma must be >= 0, got {size_sigma}")
-    if not 0 <= correlation < 1:
-        raise ValueError(f"correlation must be in [0, 1), got {correlation}")
-    if not heterogeneity >= 0 or not noise >= 0:
-        raise ValueError("heterogeneity and noise must be >= 0")
+    check_real(mean_client_size, "mean_client_size", low=1.0)
+    check_real(size_sigma, "size_sigma", low=0.0)
+    check_real(correlation, "correlation", low=0.0, high=1.0, high_open=True)
+    check_real(heterogeneity, "heterogeneity", low=0.0)
+    check_real(noise, "noise", low=0.0)
 
     gen = B.rng(seed, 0)
     sizes = gen.lognormal(np.log(mean_client_size) - size_sigma**2 / 2, size_sigma, n_clients)
@@ -192,16 +190,13 @@ def make_fedprox_synthetic(
     (4, 60, 'i')
     """
     for value, name in ((alpha, "alpha"), (beta, "beta"), (size_log_sigma, "size_log_sigma")):
-        if isinstance(value, bool) or not np.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        check_real(value, name, low=0.0)
     n_clients = _check_int(n_clients, "n_clients", 1)
     n_features = _check_int(n_features, "n_features", 1)
     n_classes = _check_int(n_classes, "n_classes", 2)
     size_offset = _check_int(size_offset, "size_offset", 1)
-    if not np.isfinite(size_log_mean):
-        raise ValueError(f"size_log_mean must be finite, got {size_log_mean!r}")
-    if not 0 <= test_fraction < 1:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
+    check_real(size_log_mean, "size_log_mean")
+    check_real(test_fraction, "test_fraction", low=0.0, high=1.0, high_open=True)
     B._check_seed(seed)
 
     sd = np.power(np.arange(1, n_features + 1, dtype=np.float64), -1.2) ** 0.5

@@ -79,6 +79,7 @@ import numpy as np
 
 from .. import __version__
 from .. import _backend as B
+from .._stored import read_back_json, read_back_npz
 from ..round_runner import last_communications, run_rounds, supports_rounds
 from ..runner import initial_models, run
 from ..theory import proxskip_parameters
@@ -599,12 +600,13 @@ class _Pipeline:
         key = json.loads(json.dumps(_jsonable(key)))
         d = where
         if (d / "summary.json").is_file() and (d / "history.npz").is_file():
-            old = json.loads((d / "summary.json").read_text())
-            if old.get("key") == key:
-                with np.load(d / "history.npz") as h:
-                    hist = {n: h[n] for n in h.files}
-                self.say(f"  {method} {_pct(s) if s else 'dense'}: read back from {d}")
-                return hist, dict(old, read_back=True)
+            old = read_back_json(d / "summary.json")  # (damaged: None, with a warning, and recomputed)
+            if old is not None and old.get("key") == key:
+                hist = read_back_npz(d / "history.npz", required=("iteration", "communications", "bits_up", "metric"),
+                                     length=old.get("records"))
+                if hist is not None:
+                    self.say(f"  {method} {_pct(s) if s else 'dense'}: read back from {d}")
+                    return hist, dict(old, read_back=True)
         t0 = time.perf_counter()
         if rounds:
             res = run_rounds(alg, problem, communications, seed=seeds, split=split, every=every, w0=w0,
@@ -1263,7 +1265,7 @@ def reproduce(
         stored = out / "diagnostics" / "dense_reference.json"
         ref_key = {"alpha": alpha, "iterations": b.reference_iterations, "ks": ks, "pixels": pixels,
                    "columns": ["test", "train", "objective"]}
-        ref = json.loads(stored.read_text()) if stored.is_file() else {}
+        ref = (read_back_json(stored) if stored.is_file() else None) or {}
         probs = {conv: final_problem if conv == pixels else SoftmaxRegression(
             load_femnist(_data_folder(data_dir, "femnist"), n_writers=100, cache_dir=cache_dir,
                          invert=conv == "inverted"), alpha=alpha)
@@ -1285,7 +1287,7 @@ def reproduce(
         # the dense fit against alpha on the runs' pixels (the runs' alpha is read from the reference)
         stored = out / "diagnostics" / "alpha_check.json"
         check_key = {**ref_key, "alphas": sorted({*FEMNIST_CHECK_ALPHAS, alpha}, reverse=True)}
-        check = json.loads(stored.read_text()) if stored.is_file() else {}
+        check = (read_back_json(stored, kind=None) if stored.is_file() else None) or {}
         if not isinstance(check, dict) or check.get("key") != check_key:  # (BlogFeedback's file is a list)
             others = [a for a in check_key["alphas"] if a != alpha]
             pipe.say(f"alpha check: dense fits for alpha in {others}, {b.reference_iterations} L-BFGS iterations")

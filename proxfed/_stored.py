@@ -1,0 +1,96 @@
+"""Reading back stored results: a damaged file is reported with a warning and recomputed, never trusted.
+
+The pipelines (:func:`proxfed.experiments.paper.reproduce`, :func:`proxfed.tune.random_search`)
+reuse results stored by an earlier call. A file truncated by a kill or a full disk, or
+edited by hand, must not crash the resumed pipeline nor feed it wrong numbers: these
+readers return None (with a :class:`StoredResultWarning` naming the file and the
+problem) and the caller computes the result again, overwriting the file.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["StoredResultWarning", "read_back_json", "read_back_npz"]
+
+
+class StoredResultWarning(UserWarning):
+    """A stored result could not be read back and is recomputed."""
+
+
+def _warn(path: Path, problem: str) -> None:
+    warnings.warn(f"{path}: {problem}; recomputing it", StoredResultWarning, stacklevel=3)
+
+
+def read_back_json(path, kind: type | None = dict):
+    """The JSON document stored at ``path``, or None (with a warning) if it is unreadable.
+
+    Parameters
+    ----------
+    path : path-like
+        An existing file.
+    kind : type, optional
+        The document's expected top-level type (default a JSON object); another
+        type counts as damaged.
+
+    Returns
+    -------
+    object or None
+    """
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        _warn(path, f"damaged stored result ({type(exc).__name__}: {exc})")
+        return None
+    if kind is not None and not isinstance(doc, kind):
+        _warn(path, f"damaged stored result (a JSON {type(doc).__name__}, expected a {kind.__name__})")
+        return None
+    return doc
+
+
+def read_back_npz(path, required=(), length: int | None = None) -> dict | None:
+    """The arrays stored in the ``.npz`` file ``path``, or None (with a warning) if it is unreadable.
+
+    Every member is read (and so checked against its CRC) here, not later.
+
+    Parameters
+    ----------
+    path : path-like
+    required : sequence of str
+        Arrays that must be there.
+    length : int, optional
+        The length every array must have along its first axis (e.g. the
+        number of history records the summary states).
+
+    Returns
+    -------
+    dict of str to ndarray, or None
+    """
+    path = Path(path)
+    try:
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            _warn(path, "damaged stored result (an .npy array, not an .npz archive)")
+            return None
+        with npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        _warn(path, f"damaged stored result ({type(exc).__name__}: {exc})")
+        return None
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        _warn(path, f"damaged stored result (missing arrays {missing})")
+        return None
+    if length is not None:
+        wrong = sorted(k for k, a in arrays.items() if a.ndim == 0 or a.shape[0] != length)
+        if wrong:
+            _warn(path, f"damaged stored result ({wrong} do not have {length} records)")
+            return None
+    return arrays
