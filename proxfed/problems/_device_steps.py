@@ -1,7 +1,7 @@
 """Ridge's closed-form local phase on the device: one eigendecomposition per block, cached.
 
-:meth:`Ridge.local_steps <proxfed.problems.Ridge.local_steps>` on torch, CuPy and other Array
-API libraries. The blocks are those of the device layout (:mod:`proxfed.problems._device`):
+:meth:`Ridge.local_steps <proxfed.problems.Ridge.local_steps>` on torch and CuPy (the libraries
+:meth:`~proxfed.problems.Ridge.supports_local_steps` accepts besides NumPy). The blocks are those of the device layout (:mod:`proxfed.problems._device`):
 ridge's Gram block is diagonalized by one batched ``eigh``, each row bucket ``X`` (Nb, rows, d)
 by one batched ``svd``, once per device, in float64 (float32 runs use a cast of it, as on
 NumPy). A call then costs a fixed number of kernels per block whatever N, R and the per-run
@@ -12,6 +12,7 @@ back) with runs as columns. Nothing is read back; the per-run ``k`` is the one t
 
 from __future__ import annotations
 
+import array_api_compat
 import numpy as np
 
 from .. import _backend as B
@@ -47,8 +48,7 @@ def device_spectral(problem, like) -> dict:
         else:  # A = X (Nb, rows, d), b = y (Nb, 1, rows): X^T X = V diag(s^2) V^T
             _, s, Vh = xp.linalg.svd(A, full_matrices=False)
             s2, V, c = s * s, xp.matrix_transpose(Vh), xp.matmul(b, A)
-        Vt = xp.matrix_transpose(V)
-        V, Vt = xp.asarray(V, copy=True), xp.asarray(Vt, copy=True)  # contiguous for the products
+        V, Vt = _c_order(V), _c_order(xp.matrix_transpose(V))  # the products read them as they are
         s2 = s2[:, None, :]
         blocks.append((idx, V, Vt, s2, s2 + half, xp.matmul(c, V)))
         flat.append(xp.reshape(s2, (-1,)))
@@ -57,6 +57,17 @@ def device_spectral(problem, like) -> dict:
     extremes = B.to_numpy(xp.stack([xp.min(lam), xp.max(lam)]))
     return {"blocks": blocks, "lam": lam[:, None], "bounds": list(zip(sizes[:-1], sizes[1:])),
             "lam_range": (float(extremes[0]), float(extremes[1])), "inverse": data["inverse"], "logs": {}}
+
+
+def _c_order(a):
+    """``a`` in C order (a copy where it is not; a copy of a view keeps its strides in torch)."""
+    if array_api_compat.is_torch_array(a):
+        return a.contiguous()
+    if array_api_compat.is_cupy_array(a):  # pragma: no cover - needs a GPU
+        import cupy
+
+        return cupy.ascontiguousarray(a)
+    return a
 
 
 def _psi(spec: dict, gam: np.ndarray, ks: np.ndarray, like):
