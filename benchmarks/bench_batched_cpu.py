@@ -97,6 +97,38 @@ def main(argv=None):
     print(f"| engine, R batched | {e:.2f} | {1e3 * e / R:.0f} | {lp / e:.2f}x |")
     print(f"\nengine step: peak {peak / 2**20:.0f} MiB allocated beyond the inputs = {peak / state_bytes:.2f}x the "
           f"state (w and h, {state_bytes / 2**20:.0f} MiB)")
+    gemm_ceiling(problem, R, e, lp, args.repeat)
+
+
+def gemm_ceiling(problem, R, engine_s, loop_s, repeat):
+    """The step's GEMM work against plain GEMMs of the same shapes, timed in this run.
+
+    Both variants do the same floating-point work, ``4 n p R C`` in two GEMMs per client (forward
+    and gradient), the loop in R GEMMs of ``C`` columns, the engine in one of ``R C``: the ratio of
+    the two plain GEMM rates bounds what batching can gain on this machine.
+    """
+    p, C = problem.n_inputs, problem.n_classes
+    sizes = [X.shape[0] for X, _ in problem.dataset.clients()]
+    flops = 4.0 * sum(sizes) * p * R * C
+    g = np.random.default_rng(1)
+    X = g.random((int(np.mean(sizes)), p))
+    rates = {}
+    for label, cols in (("loop", C), ("engine", R * C)):
+        Wm = g.random((p, cols))
+        reps = max(1, R // (cols // C))  # the same work in both shapes
+        best = np.inf
+        for _ in range(max(2, repeat)):
+            t = time.perf_counter()
+            for _ in range(reps):
+                Z = X @ Wm
+                X.T @ Z
+            best = min(best, time.perf_counter() - t)
+        rates[label] = 4.0 * X.shape[0] * p * cols * reps / best
+    print(f"\nGEMM work {flops / 1e9:.1f} GFLOP per step: engine {flops / engine_s / 1e9:.1f} GFLOP/s, plain loop "
+          f"{flops / loop_s / 1e9:.1f} GFLOP/s; plain GEMMs of the client shape (n = {X.shape[0]}, p = {p}): "
+          f"{rates['engine'] / 1e9:.1f} GFLOP/s with {R * C} columns, {rates['loop'] / 1e9:.1f} with {C} columns. "
+          f"Ceiling of batching here: {rates['engine'] / rates['loop']:.2f}x (measured {loop_s / engine_s:.2f}x); "
+          f"engine at {flops / engine_s / rates['engine']:.0%} of its GEMM rate.")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Command-line interface: ``proxfed demo`` and ``proxfed reproduce`` (also ``python -m proxfed ...``).
+"""Command-line interface: ``proxfed demo``, ``reproduce``, ``run``, ``tune``, ``compare`` (also ``python -m proxfed``).
 
 ``proxfed reproduce blogfeedback --data-dir DIR [--budget smoke|small|paper] [--out DIR]``,
 ``proxfed reproduce femnist ...`` (Tables 3, 4, Figure 3 and Appendix D) and
@@ -84,6 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--pixels", choices=("inverted", "leaf"), default=None,
                      help="femnist: train on 1 - x, background 0 as in MNIST (inverted, the default), or on "
                           "LEAF's x with its white background (leaf)")
+    rep.add_argument("--scaling", choices=("minmax", "standard", "none"), default="minmax",
+                     help="blogfeedback: feature scaling over the training part (default: %(default)s)")
+    rep.add_argument("--communications", type=int, default=None,
+                     help="horizon of the final runs in communications, overriding the budget's (tuning unchanged)")
+    rep.add_argument("--tuned", default=None, metavar="FILE",
+                     help="take the hyperparameters of the methods in this tuned.json (from an earlier "
+                          "reproduction) instead of tuning them")
+    rep.add_argument("--sparsities", type=float, nargs="+", default=None,
+                     help="subset of the paper's sparsities to tune and run (e.g. 0.9; default: all)")
+    from .cli_own import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -158,6 +170,10 @@ def _run(parser, args) -> int:
     """
     if args.command == "reproduce" and args.out is None:
         args.out = _default_out(args)
+    from .cli_own import COMMANDS, prepare
+
+    if args.command in COMMANDS:  # the config file and the defaults (usage errors before anything is made)
+        prepare(_subparser(parser, args.command), args)
     made = [d for out in _output_dirs(args) for d in _missing_dirs(Path(out))]
     ok = False
     try:
@@ -299,6 +315,11 @@ def _main(parser, args) -> int:
         return _reproduce_cifar10(_subparser(parser, "reproduce"), args)
     if args.command == "reproduce":
         return _reproduce(_subparser(parser, "reproduce"), args)
+    if args.command in ("run", "tune", "compare"):
+        from . import cli_own
+
+        handler = {"run": cli_own.main_run, "tune": cli_own.main_tune, "compare": cli_own.main_compare}
+        return handler[args.command](_subparser(parser, args.command), args)
     parser.print_help()
     return 2
 
@@ -340,6 +361,19 @@ def _reproduce(parser, args) -> int:
         parser.error("--alpha validation is for blogfeedback (FEMNIST chooses alpha on its hold-out by default)")
     if args.pixels is not None and dataset != "femnist":
         parser.error("--pixels applies to femnist only")
+    if args.scaling != "minmax" and dataset != "blogfeedback":
+        parser.error("--scaling applies to blogfeedback only")
+    if args.communications is not None and args.communications < 1:
+        parser.error(f"--communications must be >= 1, got {args.communications}")
+    if args.tuned is not None and not Path(args.tuned).expanduser().is_file():
+        parser.error(f"--tuned: no such file: {args.tuned}")
+    if args.sparsities is not None:
+        from .experiments.paper import _check_sparsities
+
+        try:
+            _check_sparsities(dataset, args.sparsities)
+        except ValueError as exc:
+            parser.error(str(exc))
     try:
         _check_options(dataset, args.pixels, args.jobs, args.backend)
     except ValueError as exc:
@@ -361,7 +395,8 @@ def _reproduce(parser, args) -> int:
               appendix_d=(dataset == "femnist" and not args.no_appendix_d) or only_d, main=not only_d,
               cache_dir=args.cache_dir, progress=not args.no_progress, backend=args.backend,
               device=args.device, dtype=args.dtype, pixels=args.pixels or "inverted", jobs=args.jobs,
-              driver=args.driver)
+              driver=args.driver, scaling=args.scaling, communications=args.communications, tuned=args.tuned,
+              sparsities=args.sparsities)
     return 0
 
 

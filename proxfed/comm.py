@@ -46,7 +46,14 @@ class CommModel:
             raise ValueError(f"index must be one of {INDEX_MODELS}, got {self.index!r}")
 
     def bits(self, nnz, d: int):
-        """Bits of messages with ``nnz`` non-zeros (int or integer array) in dimension ``d``."""
+        """Bits of messages with ``nnz`` non-zeros (int or integer array) in dimension ``d``.
+
+        An integer array of another library (torch, CuPy) gives one of that
+        library, computed on its device without reading it back (its range is
+        not checked: counts from :func:`proxfed._backend.nnz` are in range).
+        """
+        if not isinstance(nnz, (int, np.integer, np.ndarray, list, tuple)):
+            return self._bits_on_device(nnz, d)
         nnz_arr = np.asarray(nnz, dtype=np.int64)
         if np.any(nnz_arr < 0) or np.any(nnz_arr > d):
             raise ValueError(f"nnz must be in [0, {d}]")
@@ -61,3 +68,18 @@ class CommModel:
             idx = np.minimum(nnz_arr * per_index, d)
         out = self.value_bits * nnz_arr + idx
         return int(out) if np.ndim(out) == 0 else out
+
+    def _bits_on_device(self, nnz, d: int):
+        per_index = math.ceil(math.log2(d)) if d > 1 else 1
+        if self.index == "none":
+            return self.value_bits * nnz
+        if self.index == "log2d":
+            return (self.value_bits + per_index) * nnz
+        if self.index == "bitmap":
+            return self.value_bits * nnz + d
+        return self.value_bits * nnz + _minimum(nnz * per_index, d)
+
+
+def _minimum(x, bound: int):
+    """``min(x, bound)`` elementwise for an integer array of any array-API library."""
+    return x - (x - bound) * (x > bound)

@@ -189,6 +189,7 @@ def run_rounds(algorithm: Algorithm, problem, communications: int, *, seed=0, sp
     if status == "completed" and frozen.any():
         status = "diverged"
         message = f"runs {np.flatnonzero(frozen).tolist()} diverged and were frozen at their last finite record"
+    state = state.with_host_tallies()
     return RunResult(w=algorithm.output(state), state=state, history=recorder.history(), status=status,
                      message=message, config=config, diverged=shape_of(frozen) if batch else np.asarray(status == "diverged"))
 

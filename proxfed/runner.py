@@ -18,9 +18,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import _backend as B
-from .algorithms.base import Algorithm, State, _seeds_and_keys, select_runs
+from .algorithms.base import TALLIES, Algorithm, State, _seeds_and_keys, select_runs
 
-__all__ = ["run", "RunResult", "initial_models", "save_state", "load_state", "HISTORY_KEYS"]
+__all__ = ["run", "RunResult", "initial_models", "save_state", "load_state", "HISTORY_KEYS", "MIN_RECORD_SPACING"]
 
 #: Quantities recorded in :attr:`RunResult.history` (``metric`` only when an evaluation exists).
 HISTORY_KEYS = (
@@ -176,7 +176,8 @@ def _jsonable(obj):
 def save_state(state: State, path) -> None:
     """Save a state's arrays to an ``.npz`` file (host copies)."""
     arrays = {"w": B.to_numpy(state.w), "h": B.to_numpy(state.h), "t": np.asarray(state.t)}
-    for name in ("communications", "bits_up", "bits_down", "values_up", "upload_nnz"):
+    state = state.with_host_tallies()
+    for name in ("communications", *TALLIES):
         arrays[name] = np.asarray(getattr(state, name))
     for key, value in state.extras.items():
         arrays[f"extra_{key}"] = B.to_numpy(value)
@@ -193,6 +194,10 @@ def load_state(path, like=None) -> State:
             communications=data["communications"], bits_up=data["bits_up"], bits_down=data["bits_down"],
             values_up=data["values_up"], upload_nnz=data["upload_nnz"], extras=extras,
         )
+
+
+#: Fewest iterations between two records of :func:`run` by default (a record costs about one local step).
+MIN_RECORD_SPACING = 10
 
 
 def _check_coins(coins, iterations: int, batch_shape: tuple) -> np.ndarray:
@@ -246,18 +251,30 @@ class _Recorder:
         xp = B.namespace(state.w)
         host = lambda a: np.asarray(B.to_numpy(a), dtype=np.float64)  # noqa: E731
         w_avg = self.algorithm.consensus.mean(state.w)[..., 0, :]
-        w_out = self.algorithm.output(state)
+        # the output and the average in one pass over the data (once when the output is the average)
+        same = self.algorithm.final is None and type(self.algorithm).output is Algorithm.output
+        w_out = w_avg if same else self.algorithm.output(state)
+        host_state = state.with_host_tallies()
+        tallies = {n: getattr(host_state, n) for n in TALLIES}
+        if same:
+            losses = [host(self.problem.objective(w_avg))]
+        else:  # stacked on the run axis (problems take (d,) or (R, d)), then split again
+            both = xp.stack([w_out, w_avg]) if w_avg.ndim == 1 else xp.concat([w_out, w_avg], axis=0)
+            values = host(self.problem.objective(both))
+            losses = [values[: values.shape[0] // 2], values[values.shape[0] // 2:]]
+            if w_avg.ndim == 1:
+                losses = [values[0], values[1]]
         row = {
             "iteration": float(state.t),
             "communications": state.communications.astype(np.float64),
             "local_steps": float(state.t),
-            "bits_up": state.bits_up.mean(axis=-1),
-            "bits_down": state.bits_down.mean(axis=-1),
-            "bits_up_total": state.bits_up.sum(axis=-1).astype(np.float64),
-            "bits_down_total": state.bits_down.sum(axis=-1).astype(np.float64),
-            "upload_nnz": state.upload_nnz.mean(axis=-1),
-            "loss": host(self.problem.objective(w_out)),
-            "loss_dense": host(self.problem.objective(w_avg)),
+            "bits_up": tallies["bits_up"].mean(axis=-1),
+            "bits_down": tallies["bits_down"].mean(axis=-1),
+            "bits_up_total": tallies["bits_up"].sum(axis=-1).astype(np.float64),
+            "bits_down_total": tallies["bits_down"].sum(axis=-1).astype(np.float64),
+            "upload_nnz": tallies["upload_nnz"].mean(axis=-1),
+            "loss": losses[0],
+            "loss_dense": losses[-1],
             "sum_h_norm": host(xp.linalg.vector_norm(xp.sum(state.h, axis=-2), axis=-1)),
             "mean_h_norm": host(xp.mean(xp.linalg.vector_norm(state.h, axis=-1), axis=-1)),
             "w_norm": host(xp.linalg.vector_norm(w_avg, axis=-1)),
@@ -322,7 +339,10 @@ def run(
         test split when the dataset has one, else no metric.
     every : int, optional
         Record the history every ``every`` iterations (default
-        ``max(1, iterations // 200)``); the first and last iterations are
+        ``max(MIN_RECORD_SPACING, iterations // 200)``: at most about 200
+        records, and at least 10 iterations apart, so that recording (an
+        objective and a metric pass over the data) costs a small fraction of
+        the run; ``benchmarks/bench_records.py`` measures it); the first and last iterations are
         always recorded.
     record_at : sequence of int, optional
         Further iterations (counted from the start of this call, in
@@ -373,7 +393,7 @@ def run(
         raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
     iterations = int(iterations)
     if every is None:
-        every = max(1, iterations // 200)
+        every = max(MIN_RECORD_SPACING, iterations // 200)
     if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
         raise ValueError(f"every must be a positive integer, got {every!r}")
     split, reference = _split_and_reference(problem, split, reference)
@@ -534,6 +554,7 @@ def run(
     elif status == "completed" and state.t - first_t < iterations:
         status, message = "stopped", f"stopped by a callback at iteration {state.t}"
     diverged = frozen.copy() if batch else np.asarray(status == "diverged")
+    state = state.with_host_tallies()
     return RunResult(
         w=algorithm.output(state), state=state, history=recorder.history(),
         status=status, message=message, config=config, diverged=diverged,
@@ -589,10 +610,16 @@ def _next_true(flags: np.ndarray) -> np.ndarray:
 
 def _merge_runs(keep_new: np.ndarray, new: State, old: State) -> State:
     """Per run: ``new`` where ``keep_new``, else ``old`` (iterates, extras and accounting)."""
-    acc = {}
-    for name in ("communications", "bits_up", "bits_down", "values_up", "upload_nnz"):
+    acc = {"communications": np.where(keep_new, new.communications, old.communications)}
+    for name in TALLIES:
         a, b = getattr(new, name), getattr(old, name)
-        acc[name] = np.where(keep_new.reshape(keep_new.shape + (1,) * (a.ndim - keep_new.ndim)), a, b)
+        if isinstance(a, np.ndarray) and not isinstance(b, np.ndarray):  # one on the device: both there
+            a = B.from_numpy(a, like=b)
+        elif isinstance(b, np.ndarray) and not isinstance(a, np.ndarray):
+            b = B.from_numpy(b, like=a)
+        m = keep_new.reshape(keep_new.shape + (1,) * (a.ndim - keep_new.ndim))
+        acc[name] = np.where(m, a, b) if isinstance(a, np.ndarray) else \
+            B.namespace(a).where(B.device_constant(m, like=a), a, b)
     extras = {k: select_runs(keep_new, v, old.extras[k]) for k, v in new.extras.items()}
     return new.replace(w=select_runs(keep_new, new.w, old.w), h=select_runs(keep_new, new.h, old.h),
                        extras=extras, **acc)

@@ -198,7 +198,7 @@ def _global_rows(algorithm, problem, group):
         row["consensus_gap"] = B.to_numpy(xp.sqrt(gap / N)).astype(np.float64)
         for key, source in (("bits_up", state.bits_up), ("bits_down", state.bits_down),
                             ("upload_nnz", state.upload_nnz)):
-            tot = _all_reduce_sum(torch.as_tensor(np.asarray(source, np.float64).sum(axis=-1)), group)
+            tot = _all_reduce_sum(torch.as_tensor(np.asarray(B.to_numpy(source), np.float64).sum(axis=-1)), group)
             row[key] = B.to_numpy(tot / N)
             if key != "upload_nnz":
                 row[f"{key}_total"] = B.to_numpy(tot)
@@ -263,7 +263,7 @@ def gather_state(state: State, group=None) -> State:
         return torch.movedim(torch.cat([p.reshape((p.numel() // per,) + rest) for p in parts]), 0, axis)
 
     def cat_np(a):
-        return B.to_numpy(cat_clients(torch.as_tensor(np.asarray(a, np.int64)), -1)).astype(np.int64)
+        return B.to_numpy(cat_clients(torch.as_tensor(np.asarray(B.to_numpy(a), np.int64)), -1)).astype(np.int64)
 
     extras = {k: cat_clients(v, -2) for k, v in state.extras.items()
               if isinstance(v, torch.Tensor) and v.ndim >= 2 and v.shape[-2] == state.w.shape[-2]}

@@ -106,6 +106,7 @@ class TorchProblem(FederatedProblem):
     """
 
     stochastic = True
+    grad_is_fresh = True  # grad returns a new tensor: the engine may update it in place
     metric_name = "accuracy"
     cheap_solution = False
 
@@ -487,13 +488,14 @@ class TorchProblem(FederatedProblem):
             G = torch.stack([self.flat.join(o[0]) for o in outs])
             newB = torch.stack([o[1][0] for o in outs])
             losses = torch.stack([o[1][1] for o in outs])
-        scale = torch.as_tensor(np.tile(self._scale, R), dtype=W.dtype, device=W.device)[:, None]
-        G = G * scale
+        # in place on the fresh gradient (the same roundings); the scale moves to the device once
+        G = G.to(W.dtype) if G.dtype != W.dtype else G
+        G.mul_(B.device_constant(np.tile(self._scale, R)[:, None], like=W))
         if self.clip_norm is not None:
             norms = torch.linalg.vector_norm(G, dim=-1, keepdim=True)
-            G = G * torch.clamp(self.clip_norm / (norms + 1e-6), max=1.0)
+            G.mul_(torch.clamp(self.clip_norm / (norms + 1e-6), max=1.0))
         if self.weight_decay:
-            G = G + self.weight_decay * Wf
+            G.add_(self.weight_decay * Wf)
         if update_buffers and self.n_buffers:
             self._buf = newB.detach().to(self.dtype)
         self.last_loss = losses.detach().reshape(lead + (N,))

@@ -106,7 +106,8 @@ def step_counts(prob, name, runs=8, coin=None):
     kw = {} if name == "proxskip" else {"k": np.arange(runs) % 3 + 2}
     alg = getattr(A, name)(np.full(runs, 1e-3), np.full(runs, 0.3), **kw)
     state = alg.init(prob, torch.zeros((runs, prob.dim), dtype=torch.float64))
-    state = alg.step(state, prob, np.zeros(runs, bool))
+    for warm_up in (np.zeros(runs, bool), coin):  # the tallies move to the device at the first communication
+        state = alg.step(state, prob, warm_up)
     with kernels.count_kernels() as count:
         alg.step(state, prob, coin)
     return count, state.w.numel() * state.w.element_size()
@@ -170,7 +171,45 @@ def proxfed_run(alg, prob, w0, every):
     return proxfed.run(alg, prob, 120, w0=w0, seed=0, every=every, jumps=False, split=None, reference=None)
 
 
-def test_a_local_step_moves_nothing_between_host_and_device():
-    prob = softmax_problem(30)
-    count, _ = step_counts(prob, "sparse_proxskip", coin=COINS["local"])
+@pytest.mark.parametrize("coin", sorted(COINS))
+@pytest.mark.parametrize("make", [ridge_problem, softmax_problem])
+def test_a_step_moves_nothing_between_host_and_device(make, coin):
+    """Local steps and communications alike: the bit tallies stay on the device."""
+    count, _ = step_counts(make(30), "sparse_proxskip", coin=COINS[coin])
     assert count.to_host == count.from_host == count.host_syncs == 0
+
+
+@pytest.mark.parametrize("index", ["none", "log2d", "bitmap", "min"])
+def test_bits_on_the_device_equal_the_host_count(index):
+    from proxfed.comm import CommModel
+
+    comm = CommModel(value_bits=16, index=index)
+    nnz = np.array([[0, 1, 5, 60, 281], [3, 140, 200, 2, 17]])
+    got = comm.bits(torch.asarray(nnz), 281)
+    assert isinstance(got, torch.Tensor)
+    np.testing.assert_array_equal(got.numpy(), comm.bits(nnz, 281))
+
+
+@pytest.mark.parametrize("name", ["sparse_proxskip", "fedavg", "scaffold"])
+def test_device_tallies_equal_numpy_and_come_back_to_the_host(name):
+    import proxfed
+
+    prob = ridge_problem(12)
+    L = float(prob.smoothness().max())
+    runs = 5
+    if name == "sparse_proxskip":
+        alg = A.sparse_proxskip(np.full(runs, 0.5 / L), np.linspace(0.2, 0.8, runs), k=np.arange(runs) % 4 + 3)
+    else:
+        alg = getattr(A, name)(0.5 / L, local_steps=3)
+    out = {}
+    for w0 in (np.zeros((runs, prob.dim)), torch.zeros((runs, prob.dim), dtype=torch.float64)):
+        res = proxfed.run(alg, prob, 40, w0=w0, seed=list(range(runs)), every=4, jumps=False)
+        for n in ("bits_up", "bits_down", "values_up", "upload_nnz"):
+            assert isinstance(getattr(res.state, n), np.ndarray) and getattr(res.state, n).dtype == np.int64
+        out[type(w0).__name__] = res
+    want, got = out["ndarray"], out["Tensor"]
+    for n in ("bits_up", "bits_down", "values_up", "upload_nnz"):
+        np.testing.assert_array_equal(getattr(got.state, n), getattr(want.state, n))
+    for key in ("bits_up", "bits_down", "bits_up_total", "upload_nnz", "communications"):
+        np.testing.assert_array_equal(got.history[key], want.history[key])
+    assert want.state.bits_up.sum() > 0

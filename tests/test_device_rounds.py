@@ -205,9 +205,9 @@ def test_kernels_per_round_do_not_depend_on_n():
         two, six = round_count(prob, 2), round_count(prob, 6)
         per_round.append({f: (getattr(six, f) - getattr(two, f)) / 4 for f in ("kernels", "host_syncs", "to_host")})
     assert per_round[0] == per_round[1], per_round
-    # a round: local_steps, then the communication of every run; read back: the bit accounting's
-    # non-zero counts (two) and which runs are finite (one)
-    assert per_round[0]["kernels"] <= 130 and per_round[0]["host_syncs"] == 0 and per_round[0]["to_host"] <= 3
+    # a round: local_steps, then the communication of every run (its bit tallies stay on the device);
+    # read back: which runs are finite
+    assert per_round[0]["kernels"] <= 130 and per_round[0]["host_syncs"] == 0 and per_round[0]["to_host"] == 1
 
 
 # -- the exact driver (proxfed.run with communications), tune and the reproductions --------------

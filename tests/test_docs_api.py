@@ -18,7 +18,9 @@ API_RST = Path(__file__).resolve().parents[1] / "docs" / "api.rst"
 PUBLIC_MODULES = [
     "proxfed", "proxfed.prox", "proxfed.problems", "proxfed.algorithms", "proxfed.runner", "proxfed.round_runner", "proxfed.threads", "proxfed.comm",
     "proxfed.theory", "proxfed.metrics", "proxfed.algorithms.rounds", "proxfed.data", "proxfed.experiments", "proxfed.experiments.demo",
-    "proxfed.experiments.plots", "proxfed.cli", "proxfed.tune", "proxfed_dl", "proxfed_dl.distributed",
+    "proxfed.experiments.plots", "proxfed.experiments.catalog", "proxfed.experiments.own",
+    "proxfed.experiments.compare", "proxfed.experiments.protocols", "proxfed.cli", "proxfed.cli_own",
+    "proxfed.config_file", "proxfed.tune", "proxfed_dl", "proxfed_dl.distributed",
     "proxfed_dl.experiments", "proxfed_dl.reproduce",
 ]
 

@@ -32,7 +32,10 @@ class State:
     communications : ndarray of int, shape (...)
         Communication rounds done, per run.
     bits_up, bits_down : ndarray of int, shape (..., N)
-        Cumulative uplink / downlink bits per client.
+        Cumulative uplink / downlink bits per client. These and ``values_up``
+        and ``upload_nnz`` are NumPy arrays, except between the steps of a run
+        on a device, where they stay on the iterates' device
+        (:meth:`with_host_tallies`; the run loops return host arrays).
     values_up : ndarray of int, shape (..., N)
         Cumulative number of uploaded non-zero values per client.
     upload_nnz : ndarray of int, shape (..., N)
@@ -64,6 +67,16 @@ class State:
     def replace(self, **changes) -> "State":
         """A copy with some fields replaced."""
         return dataclasses.replace(self, **changes)
+
+    def with_host_tallies(self) -> "State":
+        """This state with its bit tallies as NumPy int64 arrays (they stay on the device during a run)."""
+        moved = {n: np.asarray(B.to_numpy(getattr(self, n)), np.int64) for n in TALLIES
+                 if getattr(self, n) is not None and not isinstance(getattr(self, n), np.ndarray)}
+        return self.replace(**moved) if moved else self
+
+
+#: The per-client bit tallies of a :class:`State` (on the iterates' device during a run).
+TALLIES = ("bits_up", "bits_down", "values_up", "upload_nnz")
 
 
 def check_positive(value, name: str):
@@ -273,6 +286,8 @@ class Algorithm:
         (the indices of the true entries of a 1-d ``coin_mask``), the sent
         arrays hold only those runs.
         """
+        if not isinstance(sent_up[0], np.ndarray):
+            return self._account_on_device(state, coin_mask, sent_up, sent_down, d, runs)
         mask = np.asarray(coin_mask, bool)[..., None]
         shape = state.bits_up.shape
 
@@ -295,6 +310,38 @@ class Algorithm:
             "values_up": state.values_up + np.where(mask, nnz_up, 0),
             "upload_nnz": np.where(mask, nnz_up, state.upload_nnz),
         }
+
+    def _account_on_device(self, state: State, coin_mask, sent_up, sent_down, d: int, runs) -> dict:
+        """:meth:`_account` for device arrays: the tallies stay on the device (no read-back).
+
+        Host tallies (a fresh or reloaded state) move to the device once; the
+        run loops return them to the host (:meth:`State.with_host_tallies`).
+        """
+        like = sent_up[0]
+        xp = B.namespace(like)
+        coin = np.asarray(coin_mask, bool)
+        shape = tuple(state.bits_up.shape)
+        nnz_up = sum(B.nnz(m) for m in sent_up)
+        added = {"bits_up": sum(self.comm.bits(B.nnz(m), d) for m in sent_up),
+                 "bits_down": sum(self.comm.bits(B.nnz(m), d) for m in sent_down), "values_up": nnz_up}
+        old = {n: B.from_numpy(np.asarray(getattr(state, n), np.int64), like=like)
+               if isinstance(getattr(state, n), np.ndarray) else getattr(state, n) for n in TALLIES}
+        out = {"communications": state.communications + coin.astype(np.int64)}
+        if runs is None and coin.all():
+            out.update({n: old[n] + a for n, a in added.items()}, upload_nnz=xp.broadcast_to(nnz_up, shape))
+        elif runs is not None and array_api_compat.is_torch_array(like):  # adds into the communicating rows
+            r = B.device_constant(np.asarray(runs, np.int64), like=like)
+            rows = (len(runs),) + shape[1:]
+            out.update({n: old[n].index_add(0, r, a.expand(rows)) for n, a in added.items()},
+                       upload_nnz=old["upload_nnz"].index_copy(0, r, nnz_up.expand(rows)))
+        else:
+            if runs is not None:
+                added = {n: merge_runs(coin, a, None) for n, a in added.items()}
+                nnz_up = added["values_up"]
+            on = B.device_constant(coin[..., None].astype(np.int64), like=like)
+            out.update({n: old[n] + on * a for n, a in added.items()},
+                       upload_nnz=old["upload_nnz"] + on * (nnz_up - old["upload_nnz"]))
+        return out
 
 
 def _seeds_and_keys(seed, runs):
@@ -325,8 +372,25 @@ def gradient_step(problem, W, gamma, state: State, H=None):
     expression around :func:`gradient` for stochastic problems and those without one."""
     if getattr(problem, "stochastic", False) or not hasattr(problem, "gradient_step"):
         G = gradient(problem, W, state)
+        if _fresh_torch_gradient(problem, G, W, H, gamma):  # in place on the fresh gradient: the same
+            if H is not None:                                 # roundings, two (N, P) temporaries fewer
+                G.sub_(H)
+            return W - G.mul_(gamma)
         return W - gamma * (G if H is None else G - H)
     return problem.gradient_step(W, gamma, H)
+
+
+def _fresh_torch_gradient(problem, G, W, H, gamma) -> bool:
+    """Whether ``G`` may be overwritten: a torch gradient the problem returns as a new tensor
+    (``grad_is_fresh``), not an alias of ``W`` or ``H``, and a ``gamma`` torch can multiply in place."""
+    if not (getattr(problem, "grad_is_fresh", False) and array_api_compat.is_torch_array(G)):
+        return False
+    if G is W or G is H or G.requires_grad:
+        return False
+    if isinstance(gamma, (int, float)):
+        return True
+    return (array_api_compat.is_torch_array(gamma) and gamma.dtype == G.dtype and gamma.device == G.device
+            and tuple(np.broadcast_shapes(tuple(gamma.shape), tuple(G.shape))) == tuple(G.shape))
 
 
 def coin_array(coin, batch_shape: tuple) -> np.ndarray:

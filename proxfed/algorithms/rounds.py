@@ -243,6 +243,7 @@ class RoundBased(_FixedSchedule):
         are not dense. With the default ``CommModel()`` (no index cost) masks
         cost nothing, as indices cost nothing for the other rules.
         """
+        state = state.with_host_tallies()  # (a no-op: these rules count on the host)
         shape = state.bits_up.shape
         up_counts = np.broadcast_to(np.asarray(up_counts, np.int64), shape)
         down_counts = np.broadcast_to(np.asarray(down_counts, np.int64), shape)

@@ -94,7 +94,26 @@ def _split_rows(client: np.ndarray, n_val: int, gen: np.random.Generator):
     return np.sort(train), np.sort(val)
 
 
-def _build(train, tests, sources, validation_fraction, seed, scale, bias, name):
+#: Feature scalings of :func:`load_blogfeedback` (``scaling=``).
+SCALINGS = ("minmax", "standard", "none")
+
+
+def _scaling(scale, scaling) -> str:
+    """The one scaling asked for by ``scale`` (older bool) or ``scaling``."""
+    if scale is not None:
+        if not isinstance(scale, (bool, np.bool_)):
+            raise TypeError(f"scale must be True or False, got {scale!r}")
+        if scaling is not None:
+            raise ValueError("give scaling= or the older scale=, not both")
+        return "minmax" if scale else "none"
+    if scaling is None:
+        return "minmax"
+    if scaling not in SCALINGS:
+        raise ValueError(f"scaling must be one of {', '.join(map(repr, SCALINGS))}, got {scaling!r}")
+    return scaling
+
+
+def _build(train, tests, sources, validation_fraction, seed, scaling, bias, name):
     train_name, train_raw = train
     data = parse_csv(train_raw, train_name, N_COLUMNS)
     test_blocks = [parse_csv(raw, label, N_COLUMNS) for label, raw in tests]
@@ -116,12 +135,14 @@ def _build(train, tests, sources, validation_fraction, seed, scale, bias, name):
     offsets = np.concatenate([[0], np.cumsum(sizes)])
 
     X = data[order, :-1]
-    lo = X.min(axis=0)
-    span = X.max(axis=0) - lo
-    constant = span == 0
+    constant = X.max(axis=0) == X.min(axis=0)
+    if scaling == "minmax":
+        lo, span = X.min(axis=0), X.max(axis=0) - X.min(axis=0)
+    elif scaling == "standard":
+        lo, span = X.mean(axis=0), X.std(axis=0)
+    else:
+        lo, span = np.zeros(X.shape[1]), np.ones(X.shape[1])
     span[constant] = 1.0  # constant columns map to 0 on the training part, no division by zero
-    if not scale:
-        lo, span = np.zeros_like(lo), np.ones_like(span)
 
     def features(rows):
         p = rows.shape[1]
@@ -158,6 +179,7 @@ def _build(train, tests, sources, validation_fraction, seed, scale, bias, name):
             "test_files": [Path(label).name for label, _ in tests],
             "feature_min": lo,
             "feature_scale": span,
+            "scaling": scaling,
             "constant_columns": np.flatnonzero(constant),
             "seed": int(seed),
             "validation_fraction": float(validation_fraction),
@@ -171,9 +193,10 @@ def load_blogfeedback(
     *,
     validation_fraction: float = 0.1,
     seed: int = 0,
-    scale: bool = True,
+    scale: bool | None = None,
     bias: bool = True,
     cache_dir=None,
+    scaling: str | None = None,
     download: bool = False,
     url: str | None = None,
     sha256: str | None = None,
@@ -198,12 +221,14 @@ def load_blogfeedback(
        split keeps every client in the training part: a client left without a
        training row takes back one of its rows in exchange for a training row of
        a client that keeps at least two (sizes unchanged). So N = 554 for every seed.
-    3. **Scaling.** Each of the 280 features is min-max scaled,
-       ``(x - min) / (max - min)``, with min and max taken over the training
-       part only; the same map is applied to validation and test, which may
-       therefore fall slightly outside [0, 1]. A column constant on the
-       training part (max = min) is mapped with ``max - min`` replaced by 1,
-       i.e. to 0 there. ``scale=False`` keeps the raw features.
+    3. **Scaling** (``scaling``). ``"minmax"`` (default): each of the 280
+       features is mapped to ``(x - min) / (max - min)``, with min and max
+       taken over the training part only; the same map is applied to
+       validation and test, which may therefore fall slightly outside
+       [0, 1]. ``"standard"``: ``(x - mean) / std`` (population std) over
+       the training part. A column constant on the training part has its
+       span or std replaced by 1, so it maps to 0 there. ``"none"`` keeps
+       the raw features.
     4. **Target** unscaled (a count, stored as float64).
     5. **Bias.** A column of ones is appended (``bias=True``): d = 281.
     6. **Test** = all test files in name (date) order, pooled.
@@ -217,12 +242,17 @@ def load_blogfeedback(
         Share of the training file held out for validation (0: none).
     seed : int
         Seed of the validation split.
-    scale, bias : bool
-        Min-max scale the features; append the bias column.
+    scale : bool, optional
+        Older spelling: ``True`` is ``scaling="minmax"``, ``False`` is
+        ``scaling="none"`` (give one of the two).
+    bias : bool
+        Append the bias column.
     cache_dir : str or path-like, optional
         If given, the parsed dataset is saved there as ``.npz`` (see
         :func:`save_dataset`) and later calls with the same sources (path,
         size, modification time) and options load it instead of parsing the CSV.
+    scaling : {"minmax", "standard", "none"}, optional
+        Feature scaling (step 3; default ``"minmax"``, as ALGORITHMS.md).
     download : bool
         Fetch the UCI zip (sha256-verified, written atomically) into ``path``
         unless a verified copy is already there.
@@ -237,8 +267,9 @@ def load_blogfeedback(
         of the training file of every dataset row, 0-based), ``validation_row``,
         ``validation_client`` and ``test_client`` (client of each validation /
         test row; -1 for a test key absent from the training file),
-        ``test_file`` (index into ``test_files``), ``feature_min``,
-        ``feature_scale``, ``constant_columns``, ``seed``, ``sources``.
+        ``test_file`` (index into ``test_files``), ``feature_min`` and
+        ``feature_scale`` (the map ``(x - feature_min) / feature_scale``),
+        ``scaling``, ``constant_columns``, ``seed``, ``sources``.
 
     Raises
     ------
@@ -258,6 +289,7 @@ def load_blogfeedback(
     if isinstance(validation_fraction, bool) or not 0 <= validation_fraction < 1:
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
     B._check_seed(seed)
+    scaling = _scaling(scale, scaling)
     if download:
         path = fetch("blogfeedback", path, url=url, sha256=sha256)
     elif path is None:
@@ -277,12 +309,12 @@ def load_blogfeedback(
         "sources": source_fingerprint(sources),
         "validation_fraction": float(validation_fraction),
         "seed": int(seed),
-        "scale": bool(scale),
+        "scaling": scaling,
         "bias": bool(bias),
     }
 
     def build():
         train, tests, used = reader(path)
-        return _build(train, tests, used, validation_fraction, seed, scale, bias, "blogfeedback")
+        return _build(train, tests, used, validation_fraction, seed, scaling, bias, "blogfeedback")
 
     return cached(cache_dir, "blogfeedback", key, build)

@@ -485,6 +485,7 @@ class _Pipeline:
         self.data_key: dict = {}  # dataset, alpha, budget, pixels: part of every stored run's key
         self.worker = ""  # set in forked workers
         self.spaces: dict = {}  # search spaces by method, computed in this process (see space)
+        self.communications = budget.communications  # the final runs' horizon
 
     def _dtype_key(self) -> dict:
         """Only a non-default dtype enters the stored keys (results of float64 runs stay valid)."""
@@ -691,7 +692,7 @@ def _tables(pipe) -> dict:
     ds, pub = pipe.dataset, PUBLISHED[pipe.dataset]
     out_md, numbers = {}, {"metric": {}, "loss": {}, "communication": {}}
     methods = [m for m in pipe.methods if m in pipe.results]
-    banner = _banner(pipe.budget)
+    banner = _banner(pipe.budget, pipe.communications)
     # -- final metric (Table 1 / Table 4)
     header, rows = _side_by_side(pipe, methods, "metric", pub["metric"], numbers["metric"],
                                  lambda mean, se: f"{100 * mean:.1f} ± {100 * se:.1f}",
@@ -794,10 +795,12 @@ def _tables(pipe) -> dict:
     return {"markdown": out_md, "numbers": numbers}
 
 
-def _banner(budget) -> str:
+def _banner(budget, communications: int | None = None) -> str:
+    """The budget line of every table; ``communications`` overrides the final runs' horizon."""
+    c = budget.communications if communications is None else communications
     if budget.name == "paper":
-        return f"Budget: **paper** ({budget.communications} communications per final run).\n"
-    return (f"Budget: **{budget.name}** ({budget.communications} communications per final run, "
+        return f"Budget: **paper** ({c} communications per final run, {budget.seeds} seeds).\n"
+    return (f"Budget: **{budget.name}** ({c} communications per final run, "
             f"{budget.seeds} seeds) — these numbers check the pipeline; they are **not** a reproduction.\n")
 
 
@@ -834,7 +837,7 @@ def _appendix_d(pipe, tune_problem, final_problem, key) -> dict:
         params = pipe.params_for(base[m], s, final_problem)
         # SPS and ASP at 90 % are the tables' final runs: read back from runs/ when they are there
         d = pipe.out / "runs" / m / _skey(s) if base[m] == m else where / m
-        hist, summ = pipe.final_run(m, s, params, final_problem, d, pipe.budget.communications)
+        hist, summ = pipe.final_run(m, s, params, final_problem, d, pipe.communications)
         if not summ.get("read_back"):
             pipe.run_steps["appendix_d"] += _run_steps(summ)
         hists[METHOD_LABELS[m]] = hist
@@ -874,7 +877,7 @@ def _appendix_d(pipe, tune_problem, final_problem, key) -> dict:
          else "does not hold"],
     ]
     md = (f"# Appendix D diagnostics: FEMNIST, 90% sparsity, final values (mean over {pipe.budget.seeds} seeds)\n\n"
-          f"{_banner(pipe.budget)}\nSPS-modified uses SPS's tuned hyperparameters and ASP-modified ASP's.\n\n"
+          f"{_banner(pipe.budget, pipe.communications)}\nSPS-modified uses SPS's tuned hyperparameters and ASP-modified ASP's.\n\n"
           + markdown_table(["method", "test accuracy (%)", "‖Σ_i h_i‖", "mean ‖h_i‖", "‖w‖", "final loss",
                             "min loss"], rows)
           + "\n\n## Appendix D's qualitative findings on our runs\n\n" + markdown_table(["finding", "ours"], checks))
@@ -900,6 +903,63 @@ def _check_options(dataset: str, pixels, jobs, backend: str) -> None:
         raise ValueError("jobs > 1 (--jobs) forks worker processes, which needs backend='numpy' (--backend numpy)")
 
 
+def _check_scaling(dataset: str, scaling) -> str:
+    from ..data.blogfeedback import SCALINGS
+
+    if scaling not in SCALINGS:
+        raise ValueError(f"scaling must be one of {', '.join(SCALINGS)} (--scaling), got {scaling!r}")
+    if scaling != "minmax" and dataset != "blogfeedback":
+        raise ValueError("scaling applies to BlogFeedback only (--scaling)")
+    return scaling
+
+
+def _check_sparsities(dataset: str, sparsities):
+    """``sparsities`` as a sorted tuple of the paper's values (None: all of them)."""
+    if sparsities is None:
+        return None
+    allowed = tuple(PUBLISHED[dataset]["sparsities"])
+    bad = [s for s in sparsities if isinstance(s, bool) or not isinstance(s, (int, float))
+           or not any(abs(s - a) < 1e-12 for a in allowed)]
+    if bad or not len(sparsities):
+        raise ValueError(f"sparsities must be among the paper's {', '.join(f'{a:g}' for a in allowed)} "
+                         f"for {dataset} (--sparsities), got {list(sparsities)!r}")
+    return tuple(a for a in allowed if any(abs(s - a) < 1e-12 for s in sparsities))
+
+
+def _read_tuned(path, methods, sparsities) -> dict:
+    """The hyperparameters of ``methods`` in a stored ``tuned.json`` (only the methods it has).
+
+    Keys are sparsities as floats (None for dense ProxSkip); a method must cover
+    every sparsity that is run.
+    """
+    path = Path(path).expanduser()
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"tuned file not found (--tuned): {path}") from None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"tuned file {path} cannot be read as JSON (--tuned): {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"tuned file {path} (--tuned) must map methods to sparsities, got {type(raw).__name__}")
+    out = {}
+    for m in methods:
+        if m not in raw:
+            continue
+        entries = {}
+        for s_text, e in raw[m].items():
+            if not (isinstance(e, dict) and isinstance(e.get("params"), dict)
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                            for v in e["params"].values())):
+                raise ValueError(f"tuned file {path} (--tuned): {m} at {s_text} has no finite 'params'")
+            entries[None if s_text == "None" else float(s_text)] = dict(e, tuned_from=str(path))
+        need = [None] if m == "proxskip" else list(sparsities or entries)
+        missing = [s for s in need if s not in entries]
+        if missing:
+            raise ValueError(f"tuned file {path} (--tuned) has no {m} at sparsities {missing}")
+        out[m] = entries
+    return out
+
+
 def reproduce(
     dataset: str,
     data_dir,
@@ -920,6 +980,10 @@ def reproduce(
     pixels: str = "inverted",
     jobs: int = 1,
     driver: str | None = None,
+    scaling: str = "minmax",
+    communications: int | None = None,
+    tuned=None,
+    sparsities=None,
 ) -> dict:
     """Reproduce the paper's BlogFeedback or FEMNIST experiment and write a results directory.
 
@@ -986,6 +1050,19 @@ def reproduce(
         ``"exact"`` makes every run of every method exactly the horizon's
         communications; the runs are then new ones (the budget, driver
         included, is part of every stored run's key).
+    scaling : {"minmax", "standard", "none"}
+        BlogFeedback's feature scaling (:func:`~proxfed.data.load_blogfeedback`);
+        part of every stored run's key when not ``"minmax"``.
+    communications : int, optional
+        Horizon of the final runs, overriding the budget's (tuning unchanged):
+        e.g. the paper's 10^4 communications with a smaller budget's search.
+    tuned : path-like, optional
+        A ``tuned.json`` written by an earlier reproduction: its methods take
+        their hyperparameters from it instead of being tuned (the file's
+        sparsities must cover the ones run; dense ProxSkip under ``"None"``).
+        Its path and content are recorded in ``run.json``.
+    sparsities : sequence of float, optional
+        Subset of the paper's sparsities to tune and run (default all).
 
     Returns
     -------
@@ -1014,13 +1091,24 @@ def reproduce(
     elif alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"alpha must be a positive number or 'validation', got {alpha!r}")
     _check_options(dataset, pixels, jobs, backend)
+    scaling = _check_scaling(dataset, scaling)
+    sparsities = _check_sparsities(dataset, sparsities)
+    if communications is not None and (isinstance(communications, bool) or not isinstance(communications, int)
+                                       or communications < 1):
+        raise ValueError(f"communications must be a positive integer, got {communications!r}")
+    final_c = b.communications if communications is None else communications
+    given = {} if tuned is None else _read_tuned(tuned, methods if main else (),
+                                                 sparsities or PUBLISHED[dataset]["sparsities"])
     like = B.array_template(backend, device, dtype)  # validates before any work
     out = Path(out_dir if out_dir is not None else f"proxfed-results/{dataset}-{b.name}")
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     pipe = _Pipeline(dataset, out, b, methods if main else (), seed, progress, echo)
+    if sparsities is not None:
+        pipe.sparsities = sparsities
+    pipe.communications = final_c
     pipe.like = None if backend == "numpy" and dtype == "float64" else like
-    pipe.say(f"results in {out}; budget {b.name}: {b.communications} communications per final run, "
+    pipe.say(f"results in {out}; budget {b.name}: {final_c} communications per final run, "
              f"{b.seeds} seeds, search {b.n_stage1}+{b.n_stage2} configurations at {b.tune_communications} "
              f"communications" + ("" if b.name == "paper" else " (NOT a reproduction budget)"))
 
@@ -1029,7 +1117,7 @@ def reproduce(
     alpha_info: dict = {}
     alpha_arg = alpha  # as asked (None, "validation" or a number), for the recorded command
     if dataset == "blogfeedback":
-        ds = load_blogfeedback(_data_folder(data_dir, "blogfeedback"), cache_dir=cache_dir)
+        ds = load_blogfeedback(_data_folder(data_dir, "blogfeedback"), cache_dir=cache_dir, scaling=scaling)
         if alpha == "validation":
             alpha_info = choose_ridge_alpha(ds, [sparsity_to_k(ds.n_features, s) for s in pipe.sparsities])
             pipe.say(f"alpha chosen on the validation split: {alpha_info['alpha']:g} "
@@ -1073,30 +1161,41 @@ def reproduce(
            "n_train": tune_problem.dataset.n_samples}
     if dataset == "femnist":
         key["pixels"] = pixels
+    if scaling != "minmax":  # (stored runs of the default scaling stay valid)
+        key["scaling"] = scaling
     pipe.data_key = key
     run_info = {
         "dataset": dataset, "budget": asdict(b), "is_reproduction_budget": b.name == "paper",
         "methods": list(pipe.methods), "sparsities": list(pipe.sparsities), "seed": seed,
+        "final_communications": final_c, "scaling": scaling if dataset == "blogfeedback" else None,
+        "tuned_from": None if tuned is None else {"path": str(tuned), "tuned": given},
         "final_seeds": [seed + 1 + j for j in range(b.seeds)], "alpha": alpha_info, "data": data_info,
         "machine": _machine(), "status": "running",
         "backend": {"backend": backend, "device": str(B.device_of(like)), "dtype": dtype},
         "command": _command(dataset, b, methods=None if set(pipe.methods) == set(PAPER_METHODS[dataset])
                             or not main else pipe.methods, seed=seed, alpha=alpha_arg, appendix_d=appendix_d,
-                            main=main, pixels=pixels, dtype=dtype),
+                            main=main, pixels=pixels, dtype=dtype, scaling=scaling,
+                            communications=communications, tuned=tuned,
+                            sparsities=None if sparsities is None else pipe.sparsities),
     }
     _write_json(out / "run.json", run_info)
 
     # -- tuning
     t0 = time.perf_counter()
-    if jobs > 1 and len(pipe.methods) > 1:  # workers store the searches; the loop below reads them back
-        pipe.say(f"tuning {len(pipe.methods)} methods in {min(jobs, len(pipe.methods))} worker processes")
-        for m in pipe.methods:
+    to_tune = [m for m in pipe.methods if m not in given]
+    if jobs > 1 and len(to_tune) > 1:  # workers store the searches; the loop below reads them back
+        pipe.say(f"tuning {len(to_tune)} methods in {min(jobs, len(to_tune))} worker processes")
+        for m in to_tune:
             pipe.space(m, tune_problem)
-        done = run_forked([lambda m=m: pipe.counting("tuning", pipe.tune, m, tune_problem, key) for m in pipe.methods],
+        done = run_forked([lambda m=m: pipe.counting("tuning", pipe.tune, m, tune_problem, key) for m in to_tune],
                           [1.0 if m == "proxskip" else float(len(b.tune_sparsities or pipe.sparsities))
-                           for m in pipe.methods], jobs, init=lambda: pipe.in_worker(jobs), echo=pipe.say)
+                           for m in to_tune], jobs, init=lambda: pipe.in_worker(jobs), echo=pipe.say)
         pipe.run_steps["tuning"] += sum(done.values())
     for i, m in enumerate(pipe.methods, 1):
+        if m in given:
+            pipe.say(f"[{i}/{len(pipe.methods)}] {METHOD_LABELS[m]}: hyperparameters from {tuned}")
+            pipe.tuned[m] = given[m]
+            continue
         pipe.say(f"[{i}/{len(pipe.methods)}] tuning")
         pipe.tuned[m] = pipe.tune(m, tune_problem, key)
     pipe.timings["tuning"] = time.perf_counter() - t0
@@ -1109,15 +1208,15 @@ def reproduce(
         params = {c: pipe.params_for(*c, final_problem) for c in cells}
         done = run_forked(
             [lambda c=c, params=params: pipe.counting("final", pipe.final_run, c[0], c[1], params[c], final_problem,
-                                       out / "runs" / c[0] / _skey(c[1]), b.communications) for c in cells],
-            [horizon(params[c], b.communications) for c in cells], jobs, init=lambda: pipe.in_worker(jobs), echo=pipe.say)
+                                       out / "runs" / c[0] / _skey(c[1]), final_c) for c in cells],
+            [horizon(params[c], final_c) for c in cells], jobs, init=lambda: pipe.in_worker(jobs), echo=pipe.say)
         pipe.run_steps["final"] += sum(done.values())
     for i, m in enumerate(pipe.methods, 1):
         pipe.say(f"[{i}/{len(pipe.methods)}] final runs of {METHOD_LABELS[m]}")
         pipe.results[m] = {}
         for s in ([None] if m == "proxskip" else pipe.sparsities):
             params = pipe.params_for(m, s, final_problem)
-            hist, summ = pipe.final_run(m, s, params, final_problem, out / "runs" / m / _skey(s), b.communications)
+            hist, summ = pipe.final_run(m, s, params, final_problem, out / "runs" / m / _skey(s), final_c)
             if not summ.get("read_back"):
                 pipe.run_steps["final"] += _run_steps(summ)
             pipe.results[m][s] = {"history": hist, "summary": summ}
@@ -1213,7 +1312,8 @@ def reproduce(
     return result
 
 
-def _command(dataset, budget, *, methods, seed, alpha, appendix_d, main, pixels, dtype) -> str:
+def _command(dataset, budget, *, methods, seed, alpha, appendix_d, main, pixels, dtype, scaling="minmax",
+             communications=None, tuned=None, sparsities=None) -> str:
     """The ``proxfed reproduce`` command line that asks for these results again (``DIR``: the data).
 
     Every option that changes a number is written; where to compute (backend,
@@ -1236,6 +1336,14 @@ def _command(dataset, budget, *, methods, seed, alpha, appendix_d, main, pixels,
         parts.append("--no-appendix-d")
     if dataset == "femnist" and pixels != "inverted":
         parts.append(f"--pixels {pixels}")
+    if scaling != "minmax":
+        parts.append(f"--scaling {scaling}")
+    if communications is not None:
+        parts.append(f"--communications {communications}")
+    if tuned is not None:
+        parts.append(f"--tuned {tuned}")
+    if sparsities is not None:
+        parts.append("--sparsities " + " ".join(f"{s:g}" for s in sparsities))
     if dtype != "float64":
         parts.append(f"--dtype {dtype}")
     return " ".join(parts)
@@ -1293,7 +1401,7 @@ def _softmax_alpha_check_markdown(check: dict, alpha: float, pixels: str, sparsi
 
 def _write_readme(pipe, result, run_info) -> None:
     b = pipe.budget
-    parts = [f"# proxfed reproduction: {pipe.dataset}, budget `{b.name}`\n", _banner(b),
+    parts = [f"# proxfed reproduction: {pipe.dataset}, budget `{b.name}`\n", _banner(b, pipe.communications),
              f"Command: `{run_info['command']}`  ",
              f"Wall time: {run_info['timings']['total']:.0f} s on {run_info['machine']['processor']} "
              f"({run_info['machine']['cpu_count']} CPUs).  ",

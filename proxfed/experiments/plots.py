@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["have_matplotlib", "plot_metric_vs_bits", "plot_paper_figure", "plot_appendix_d"]
+__all__ = ["have_matplotlib", "plot_metric_vs_bits", "plot_paper_figure", "plot_comparison", "plot_appendix_d"]
 
 
 def have_matplotlib() -> bool:
@@ -116,6 +116,66 @@ def plot_paper_figure(curves: dict, path, metric_label: str = "test metric", tit
         ax_comm.plot(comm, lm, style, color=color, label=name, lw=1.4)
         ax_comm.fill_between(comm, np.maximum(lm - lse, 1e-300), lm + lse, color=color, alpha=0.2, lw=0)
     return _finish_bits_and_loss(plt, fig, ax_bits, ax_comm, metric_label, loss_label, title, path, "best")
+
+
+def plot_comparison(curves: dict, path, metric_label: str = "test metric", title: str = "") -> Path:
+    """Three panels: metric vs uplink bits per client (log x), metric and loss vs communications.
+
+    Each curve is the mean over its seeds with a shaded band of one standard
+    error, at the seed means of the x positions (as :func:`plot_paper_figure`).
+    The figure of ``proxfed run`` and ``proxfed compare``.
+
+    Parameters
+    ----------
+    curves : dict of str to dict
+        Label to a history with ``bits_up``, ``metric``, ``communications``
+        and ``loss`` arrays of shape (records,) or (records, seeds).
+    path : path-like
+        Output PNG.
+    metric_label, title : str
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    import numpy as np
+
+    plt = _pyplot()
+    fig, (ax_bits, ax_cm, ax_loss) = plt.subplots(1, 3, figsize=(15, 4.4))
+    with np.errstate(over="ignore", invalid="ignore"):  # (a diverged run's last finite record may be huge)
+        for i, (name, hist) in enumerate(curves.items()):
+            color, style = f"C{i % 10}", ("-", "--", ":", "-.")[(i // 10) % 4]
+            bits, _ = _mean_band(hist["bits_up"])
+            comm, _ = _mean_band(hist["communications"])
+            m, se = _mean_band(hist["metric"])
+            lm, lse = _mean_band(hist["loss"])
+            keep = bits > 0
+            ax_bits.plot(bits[keep], m[keep], style, color=color, label=name, lw=1.4)
+            ax_bits.fill_between(bits[keep], (m - se)[keep], (m + se)[keep], color=color, alpha=0.2, lw=0)
+            ax_cm.plot(comm, m, style, color=color, label=name, lw=1.4)
+            ax_cm.fill_between(comm, m - se, m + se, color=color, alpha=0.2, lw=0)
+            ax_loss.plot(comm, lm, style, color=color, label=name, lw=1.4)
+            ax_loss.fill_between(comm, np.maximum(lm - lse, 1e-300), lm + lse, color=color, alpha=0.2, lw=0)
+        ax_bits.set_xscale("log")
+        if all(np.all(np.asarray(h["loss"]) > 0) for h in curves.values()):
+            ax_loss.set_yscale("log")
+    ax_bits.set_xlabel("uplink bits per client")
+    ax_cm.set_xlabel("communications")
+    ax_loss.set_xlabel("communications")
+    ax_bits.set_ylabel(metric_label)
+    ax_cm.set_ylabel(metric_label)
+    ax_loss.set_ylabel("training objective (after final prox)")
+    for ax in (ax_bits, ax_cm, ax_loss):
+        ax.grid(alpha=0.3)
+    ax_bits.legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title)
+    with np.errstate(over="ignore", invalid="ignore"):
+        fig.tight_layout()
+        path = Path(path)
+        fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def plot_appendix_d(curves: dict, path, title: str = "") -> Path:
