@@ -15,9 +15,17 @@ shape when ../shared/data is absent):
 Usage::
 
     python benchmarks/bench_rounds.py [--communications 30] [--json out.json] [--profile]
+    python benchmarks/bench_rounds.py --backend torch --device cpu|cuda [--threads 1] [--json out.json]
 
 ``--profile`` also prints where the time of one Table-1 batch goes (cProfile, the functions with
 the most own time): Sparse-ProxSkip by rounds and Sparse-ProxSkip-Local by iterations.
+
+``--backend torch|cupy`` times ``run_rounds`` on the device against ``run_rounds`` on NumPy
+(float64) in the same process instead, on the same workloads (the search stage and the four
+Table-1 batches): seconds on NumPy, on the device in float64 and float32 and their ratios, the
+device's one-off eigendecomposition (``setup``), kernels and host transfers per round (torch,
+:func:`proxfed.kernels.count_kernels`) and the float64 run's largest relative deviation from
+NumPy's loss history. ``--threads`` caps the BLAS and torch threads (both sides).
 """
 
 from __future__ import annotations
@@ -53,7 +61,15 @@ def main(argv=None) -> int:
     ap.add_argument("--communications", type=int, default=30)
     ap.add_argument("--json", default=None)
     ap.add_argument("--profile", action="store_true", help="print a profile of one Table-1 batch per driver")
+    ap.add_argument("--backend", choices=("numpy", "torch", "cupy"), default="numpy",
+                    help="torch/cupy: run_rounds on the device against NumPy (see above)")
+    ap.add_argument("--device", default=None, help="torch: cpu (default), cuda, cuda:1; cupy: a GPU index")
+    ap.add_argument("--threads", type=int, default=None, help="BLAS and torch threads (default: theirs)")
     args = ap.parse_args(argv)
+    if args.backend != "numpy":
+        from bench_rounds_device import main as device_main  # noqa: E402  (same folder)
+
+        return device_main(args)
     C = args.communications
     ds, what = blogfeedback_shape()
     prob = Ridge(ds, alpha=1.0)

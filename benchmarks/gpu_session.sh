@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 19 in one script, for a lent GPU machine (torch + CUDA, CuPy): the gpu
-# tests, the closed-form problems' device benchmark, ResNet18 at the paper's size against the naive
-# loop. Everything lands under $OUT (default ./gpu-out): logs, table.md and run.json per benchmark.
+# tests, the closed-form problems' device benchmarks (steps, and closed-form rounds against NumPy),
+# ResNet18 at the paper's size against the naive loop. Everything lands under $OUT (default
+# ./gpu-out): logs, table.md and run.json per benchmark.
 #   OUT=/tmp/gpu bash benchmarks/gpu_session.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,9 @@ timeout 240 python -m pytest -q -m gpu -p no:cacheprovider -rs > "$OUT/pytest-gp
 echo "pytest -m gpu: rc=$?" | tee -a "$OUT/summary.txt"
 timeout 300 python benchmarks/bench_gpu.py --device cuda --out "$OUT/bench_gpu" > "$OUT/bench_gpu.log" 2>&1
 echo "bench_gpu torch: rc=$?" | tee -a "$OUT/summary.txt"
+timeout 300 python benchmarks/bench_rounds.py --backend torch --device cuda --json "$OUT/bench_rounds_cuda.json" \
+    > "$OUT/bench_rounds_cuda.log" 2>&1
+echo "bench_rounds torch cuda (run_rounds on the GPU vs NumPy): rc=$?" | tee -a "$OUT/summary.txt"
 timeout 120 python benchmarks/bench_dl.py --model resnet18 --width 64 --clients 10 --batch-size 64 \
     --device cuda --autocast bf16 --channels-last --peak-tflops 989 > "$OUT/bench_dl_bf16_cl.log" 2>&1
 echo "bench_dl resnet18 bf16 channels-last: rc=$?" | tee -a "$OUT/summary.txt"

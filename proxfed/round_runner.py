@@ -37,7 +37,7 @@ def supports_rounds(algorithm: Algorithm, problem, w0=None, seed=0) -> bool:
     Checked on the state :func:`run_rounds` would start from (``w0``, or the
     problem's default start for ``seed``): the rule's local steps must be
     dense gradient steps with fixed control variates and the problem must
-    have :meth:`local_steps` for those iterates (ridge, NumPy float arrays).
+    have :meth:`local_steps` for those iterates (ridge; float arrays of NumPy, torch or CuPy).
     """
     if not isinstance(algorithm, Algorithm):
         raise TypeError(f"algorithm must be a proxfed Algorithm, got {type(algorithm).__name__}")
@@ -85,8 +85,7 @@ def run_rounds(algorithm: Algorithm, problem, communications: int, *, seed=0, sp
         A rule whose local steps have a closed form on ``problem``
         (``algorithm.can_jump``: dense local steps with fixed control
         variates, e.g. ProxSkip, Final-TopK, Sparse-ProxSkip, ASP, FedAvg,
-        FedHT, SCAFFOLD on :class:`~proxfed.problems.Ridge` with NumPy
-        iterates).
+        FedHT, SCAFFOLD on :class:`~proxfed.problems.Ridge`).
     problem : FederatedProblem
     communications : int
         Rounds per run.
@@ -96,6 +95,9 @@ def run_rounds(algorithm: Algorithm, problem, communications: int, *, seed=0, sp
     every : int
         Record the history every ``every`` rounds (and after the last).
     w0 : array, optional
+        Starting model; its array library and device are those of the whole
+        run (torch or CuPy: the rounds run there, see
+        :meth:`~proxfed.problems.Ridge.local_steps`; the histories are host arrays).
     reference : "auto", array or None
     progress : bool
 
@@ -139,7 +141,8 @@ def run_rounds(algorithm: Algorithm, problem, communications: int, *, seed=0, sp
     frozen = np.zeros(times.shape[0], bool)
     config = {"algorithm": algorithm.config(), "problem": _problem_config(problem), "communications": communications,
               "seed": seed if isinstance(seed, numbers.Integral) else np.asarray(seed).tolist(), "every": every,
-              "split": split, "driver": "run_rounds", "dtype": str(state.w.dtype)}
+              "split": split, "driver": "run_rounds", "array_namespace": B.namespace(state.w).__name__,
+              "dtype": str(state.w.dtype)}
     shape_of = (lambda a: a.reshape(batch)) if batch else (lambda a: a[0])
     t0 = time.perf_counter()
 
@@ -163,8 +166,7 @@ def run_rounds(algorithm: Algorithm, problem, communications: int, *, seed=0, sp
                     new = _merge_runs(shape_of(~frozen), new, good)
                 iters = iters + np.where(frozen, 0, gaps[:, m])
                 new = new.replace(t=int(iters.max()))
-                flat = B.to_numpy(new.w).reshape(times.shape[0], -1)
-                bad = ~np.all(np.isfinite(flat), axis=1) & ~frozen
+                bad = ~_finite_runs(new.w, times.shape[0]) & ~frozen
                 last = m + 1 == communications
                 if bad.any() or (m + 1) % every == 0 or last:
                     row = record(new) if not bad.any() else None
@@ -192,3 +194,14 @@ def run_rounds(algorithm: Algorithm, problem, communications: int, *, seed=0, sp
     state = state.with_host_tallies()
     return RunResult(w=algorithm.output(state), state=state, history=recorder.history(), status=status,
                      message=message, config=config, diverged=shape_of(frozen) if batch else np.asarray(status == "diverged"))
+
+
+def _finite_runs(W, runs: int) -> np.ndarray:
+    """Whether each run's iterates are all finite, on the host, shape (runs,).
+
+    Reduced where ``W`` lives: a device run reads back ``runs`` booleans, not its iterates.
+    """
+    if isinstance(W, np.ndarray):
+        return np.all(np.isfinite(W.reshape(runs, -1)), axis=1)
+    xp = B.namespace(W)
+    return np.asarray(B.to_numpy(xp.all(xp.isfinite(xp.reshape(W, (runs, -1))), axis=1)), dtype=bool)

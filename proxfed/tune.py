@@ -642,12 +642,12 @@ def tune_method(
         Progress bars of the runs.
     echo : callable, optional
     like : array, optional
-        Run the ``run``-driver batches on this array's library, device and
-        dtype (e.g. :func:`proxfed._backend.array_template` ``("torch",
-        "cuda")``), from the problem's default starting points moved there.
-        ``run_rounds`` batches (closed-form local phases, host code) stay on
-        NumPy, so the driver, and with it the protocol, does not depend on
-        ``like``.
+        Run the batches on this array's library, device and dtype (e.g.
+        :func:`proxfed._backend.array_template` ``("torch", "cuda")``), from
+        the problem's default starting points moved there; ``run_rounds``
+        batches too (ridge's closed form runs on torch and CuPy). The driver
+        is decided on the host, so it, and with it the protocol, does not
+        depend on ``like``.
     **space_kwargs
         ``gamma_range``, ``p_range``, ``lam_range`` for :func:`method_space`.
 
@@ -680,8 +680,10 @@ def tune_method(
         params = {name: np.array([c[name] for c in configs]) for name in space.names}
         alg = make_algorithm(method, params, k)
         w0 = runner.initial_models(problem, [int(seed)] * R, R)
+        if like is not None:  # both drivers run there (closed-form rounds too)
+            w0 = B.from_numpy(w0, like=like)
         t0 = time.perf_counter()
-        if rounds:  # closed-form rounds are host code: on NumPy whatever ``like`` says (the same protocol)
+        if rounds:
             res = round_runner.run_rounds(alg, problem, int(communications), seed=[int(seed)] * R, split=split,
                                           every=int(communications), w0=w0, progress=progress)
             used = "run_rounds"
@@ -698,8 +700,6 @@ def tune_method(
                 if max_iterations is not None:
                     hz = np.minimum(hz, int(max_iterations))
             T = int(hz.max())
-            if like is not None:
-                w0 = B.from_numpy(w0, like=like)
             res = runner.run(alg, problem, T, seed=[int(seed)] * R, split=split, w0=w0,
                              every=max(1, T // max(1, int(records))), record_at=hz, progress=progress,
                              communications=int(communications) if used == "run_exact" else None)

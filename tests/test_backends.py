@@ -229,6 +229,29 @@ def test_baselines_match_numpy(backend, name):
     assert_close(res.state.h, expected.state.h, scale=max(1.0, np.max(np.abs(expected.state.h))))
 
 
+@pytest.mark.parametrize("backend", ["torch", pytest.param("cupy", marks=pytest.mark.gpu),
+                                     pytest.param("torch-cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_run_rounds_matches_numpy(backend, dtype):
+    """Closed-form rounds on the device (per-run gamma, p and k): NumPy's to 1e-9, float32 to 1e-4."""
+    prob = ridge()
+    L = float(np.max(prob.smoothness()))
+    alg = A.sparse_proxskip(np.array([1.0, 0.5, 1.0]) / L, np.array([0.2, 0.5, 0.9]), np.array([2, 3, 4]))
+    w0_np = np.random.default_rng(5).normal(size=(3, prob.dim))
+    expected = proxfed.run_rounds(alg, prob, 15, w0=w0_np, seed=[1, 2, 3], every=5)
+    w0 = put(backend, w0_np, dtype)
+    res = proxfed.run_rounds(alg, prob, 15, w0=w0, seed=[1, 2, 3], every=5)
+    check_same_place(res.state.w, w0)
+    assert res.state.w.dtype == w0.dtype
+    rtol = 1e-9 if dtype == "float64" else RTOL32
+    assert_close(res.state.w, expected.state.w, rtol=rtol)
+    for key in ("loss", "metric"):
+        assert_close(res.history[key], expected.history[key], rtol=rtol)
+    np.testing.assert_array_equal(res.history["iteration"], expected.history["iteration"])
+    if dtype == "float64":
+        np.testing.assert_array_equal(res.state.bits_up, expected.state.bits_up)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("which", ["ridge", "softmax"])
 def test_problem_grads_match_numpy(backend, which):

@@ -277,7 +277,7 @@ def dataset_options(name: str) -> dict:
     the clients' network and minibatches), without the file arguments.
 
     >>> sorted(dataset_options("blogfeedback"))
-    ['bias', 'scale', 'seed', 'validation_fraction']
+    ['bias', 'scale', 'scaling', 'seed', 'validation_fraction']
     """
     sig = inspect.signature(_loader(name))
     out = {p.name: p.default for p in sig.parameters.values()

@@ -580,7 +580,7 @@ class _Pipeline:
         rounds = b.driver != "run" and supports_rounds(alg, problem, w0=w0)  # decided on the host
         exact = b.driver == "exact" and not rounds
         driver = "run_rounds" if rounds else "run_exact" if exact else "run"
-        if not rounds and self.like is not None:
+        if self.like is not None:  # the rounds too: closed-form local phases run on the device
             w0 = B.from_numpy(w0, like=self.like)
         own = None
         if rounds:  # exactly `communications` per seed
@@ -1028,7 +1028,7 @@ def reproduce(
         e.g. ``backend="torch", device="cuda"`` or ``backend="cupy"``. The
         problems move their data there on first use; histories, tables and
         stored models are host arrays. Runs by :func:`proxfed.run_rounds`
-        (closed-form local phases, host code) stay on NumPy. Stored runs are reused across backends
+        (closed-form local phases) run there too. Stored runs are reused across backends
         and devices (the same computation up to rounding) but not across
         dtypes.
     jobs : int

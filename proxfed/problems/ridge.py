@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+import array_api_compat
 import numpy as np
 import scipy.linalg
 
 from .. import _backend as B
 from ..metrics import r2_score
 from ._device import Assembler, device_buckets, runs_first, take_clients
+from ._device_steps import device_local_steps, device_spectral
 from ._layout import DeviceCache, row_buckets
 from .base import FederatedProblem
 
@@ -116,6 +118,7 @@ class Ridge(FederatedProblem):
         self._layouts = {"single": single}
         self._host_cache: dict = {}
         self._device = DeviceCache(self._to_device)
+        self._device_spectral = DeviceCache(self._spectral_to_device)
 
     def _layout(self, max_rows: float) -> dict:
         """Clients with more than ``max_rows`` rows in Gram form, the others in row buckets."""
@@ -246,8 +249,18 @@ class Ridge(FederatedProblem):
 
     # -- closed-form local phases ---------------------------------------------------------
     def supports_local_steps(self, W) -> bool:
-        """Whether :meth:`local_steps` has a closed form for iterates like ``W`` (NumPy float)."""
-        return isinstance(W, np.ndarray) and W.dtype in (np.float32, np.float64)
+        """Whether :meth:`local_steps` has a closed form for iterates like ``W`` (float32 or float64
+        arrays of NumPy, torch or CuPy)."""
+        if isinstance(W, np.ndarray):
+            return W.dtype in (np.float32, np.float64)
+        if not (array_api_compat.is_torch_array(W) or array_api_compat.is_cupy_array(W)):
+            return False
+        xp = B.namespace(W)
+        return W.dtype in (xp.float32, xp.float64)
+
+    def _spectral_to_device(self, like) -> dict:
+        """The eigenbases of the device layout's blocks (:func:`~proxfed.problems._device_steps.device_spectral`)."""
+        return device_spectral(self, like)
 
     def _spectral(self, dtype) -> dict:
         """Per-block eigenbases of ``A_i^T A_i``: ``V`` (n, d, r) and ``V^T`` (both contiguous),
@@ -293,11 +306,13 @@ class Ridge(FederatedProblem):
 
         Parameters
         ----------
-        W, H : ndarray, shape (..., N, d)
-            Client iterates and (fixed) control variates.
+        W, H : array, shape (..., N, d)
+            Client iterates and (fixed) control variates: NumPy, or torch / CuPy
+            on their device (:mod:`proxfed.problems._device_steps`: the device
+            layout's blocks, each diagonalized once on the device).
         gamma : float or ndarray (R,)
         k : int or integer ndarray (R,), >= 0
-            Number of steps (per run).
+            Number of steps (per run), on the host.
         """
         lead, (N, d) = W.shape[:-2], W.shape[-2:]
         R = int(np.prod(lead, dtype=np.int64))
@@ -305,6 +320,8 @@ class Ridge(FederatedProblem):
         ks = np.broadcast_to(np.asarray(k, dtype=np.float64), (R,))
         if np.any(ks < 0) or np.any(ks != np.round(ks)):
             raise ValueError(f"k must be a non-negative integer, got {k!r}")
+        if not isinstance(W, np.ndarray):  # the same closed form on the device layout's blocks
+            return device_local_steps(self, W, H, np.array(gam), np.array(ks))  # (writable copies)
         half = self.alpha / 2
         psi_half = _psi(np.full(1, half), gam, ks)  # (1, R)
         spec = self._spectral(W.dtype)
