@@ -29,7 +29,7 @@ def workloads(data_dir: Path, cache_dir):
     blog = Ridge(load_blogfeedback(data_dir / "blogfeedback", cache_dir=cache_dir), alpha=1.0)
     L = float(np.max(blog.smoothness()))
     return [
-        ("FEMNIST FedAvg, E = 10, 6 rounds (60 iterations)", fem, A.fedavg(0.5, local_steps=10), 60),
+        ("FEMNIST FedAvg, E = 10, 4 rounds (40 iterations)", fem, A.fedavg(0.5, local_steps=10), 40),
         ("BlogFeedback Sparse-ProxSkip 90%, p = 0.2, 300 iterations", blog,
          A.sparse_proxskip(1.0 / L, 0.2, k=28), 300),
     ]
