@@ -48,6 +48,8 @@ def device_spectral(problem, like) -> dict:
         else:  # A = X (Nb, rows, d), b = y (Nb, 1, rows): X^T X = V diag(s^2) V^T
             _, s, Vh = xp.linalg.svd(A, full_matrices=False)
             s2, V, c = s * s, xp.matrix_transpose(Vh), xp.matmul(b, A)
+        # rows of the client's zero columns exactly 0: the (alpha/2) I part alone acts there (ridge._zero_rows)
+        V = xp.where(xp.all(A == 0, axis=-2)[:, :, None], xp.zeros_like(V), V)
         V, Vt = _c_order(V), _c_order(xp.matrix_transpose(V))  # the products read them as they are
         s2 = s2[:, None, :]
         blocks.append((idx, V, Vt, s2, s2 + half, xp.matmul(c, V)))

@@ -58,6 +58,21 @@ def _psi_logs(lam, gamma):
     return x, np.log1p(-np.minimum(x, 0.5)), stable, bool(stable.all()), bool(np.all(lam > 0))
 
 
+def _zero_rows(V: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """``V`` (n, d, r) with row ``j`` of client ``n`` set to 0 where column ``j`` of ``A[n]`` (n, rows, d) is 0.
+
+    Such a coordinate decouples from the others for that client (``H_i = A_i^T A_i + (alpha/2) I``
+    acts on it as ``alpha/2``), so explicit steps follow the scalar recursion there and keep it
+    exactly 0 from ``w = h = 0``. Exact eigenvectors vanish on it (or are ``e_j``, of eigenvalue 0,
+    whose coefficient in the closed form is 0), but ``eigh``/``svd`` mix ``e_j`` into the
+    degenerate eigenvalue-0 space and leave rounding noise (~1e-17) on the row: zeroing it
+    leaves the ``(alpha/2) I`` part of :meth:`Ridge.local_steps`, the scalar recursion in closed
+    form, alone there, exactly. (``A`` is the array the explicit gradient multiplies: ``G`` for
+    Gram clients, the padded rows ``X`` for the others.)
+    """
+    return np.where(np.all(A == 0, axis=-2)[:, :, None], 0.0, V)
+
+
 class Ridge(FederatedProblem):
     r"""Federated ridge regression with unnormalized client sums.
 
@@ -298,11 +313,12 @@ class Ridge(FederatedProblem):
             blocks = []
             if lay["gram_clients"].size:
                 s2, V = np.linalg.eigh(lay["G"])
-                blocks.append((lay["gram_clients"], V, np.maximum(s2, 0.0), lay["c"]))
+                blocks.append((lay["gram_clients"], _zero_rows(V, lay["G"]), np.maximum(s2, 0.0), lay["c"]))
             for bk in raw["buckets"]:
                 X, y = bk.X.astype(np.float64), bk.y.astype(np.float64)[..., None]
                 _, sv, Vt = np.linalg.svd(X, full_matrices=False)
-                blocks.append((bk.clients, np.swapaxes(Vt, 1, 2), sv**2, np.matmul(np.swapaxes(X, 1, 2), y)))
+                blocks.append((bk.clients, _zero_rows(np.swapaxes(Vt, 1, 2), X), sv**2,
+                               np.matmul(np.swapaxes(X, 1, 2), y)))
             cast = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
             sizes = [s2.size for _, _, s2, _ in blocks]
             bounds = np.cumsum([0] + [idx.size for idx, _, _, _ in blocks])
