@@ -40,7 +40,7 @@ import numpy as np
 
 from . import _backend as B
 from ._stored import StoredResultWarning, read_back_json
-from . import algorithms as A
+from .algorithms import registry as R
 from .data.dataset import FederatedDataset, Split
 
 __all__ = [
@@ -66,19 +66,9 @@ SEARCH_VERSION = 1
 SCORED_AT = "horizon"
 _HOLDOUT_STREAM = 6  # RNG stream of holdout_split (distinct from coins = 0 and init = 1)
 
-#: Methods :func:`make_algorithm` builds, with their hyperparameters.
-TUNABLE_METHODS = {
-    "proxskip": ("gamma", "p"),
-    "final_topk": ("gamma", "p"),
-    "sparse_proxskip": ("gamma", "p"),
-    "sparse_proxskip_local": ("gamma", "p"),
-    "accelerated_server_pruning": ("gamma", "p"),
-    "asp_modified": ("gamma", "p"),
-    "sps_modified": ("gamma", "p"),
-    "randprox_l1": ("gamma", "p", "lam"),
-    "fedht": ("gamma", "local_steps"),
-    "fediht": ("gamma", "local_steps"),
-}
+#: Methods :func:`make_algorithm` builds, with their hyperparameters: the tunable methods of the
+#: registry (:data:`proxfed.algorithms.registry.METHODS`).
+TUNABLE_METHODS = {n: s.hyperparameter_names for n, s in R.METHODS.items() if s.tunable}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,11 +395,6 @@ def _valid_trials(trials) -> bool:
 # ---------------------------------------------------------------------------------------------
 # methods
 # ---------------------------------------------------------------------------------------------
-def _per_run(values, dtype=float):
-    a = np.asarray(values, dtype=dtype)
-    return a.item() if a.ndim == 0 else a
-
-
 def make_algorithm(method: str, params: dict, k=None):
     """Build ``method`` from hyperparameters (scalars, or ``(R,)`` arrays for a batched run).
 
@@ -434,26 +419,13 @@ def make_algorithm(method: str, params: dict, k=None):
     >>> make_algorithm("fediht", {"gamma": [0.1, 0.2], "local_steps": [5, 10]}, k=3).name
     'fediht'
     """
+    return _tunable(method).build(params, k)
+
+
+def _tunable(method: str) -> "R.MethodSpec":
     if method not in TUNABLE_METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {sorted(TUNABLE_METHODS)}")
-    missing = [n for n in TUNABLE_METHODS[method] if n not in params]
-    if missing:
-        raise ValueError(f"{method} needs hyperparameters {missing}")
-    gamma = _per_run(params["gamma"])
-    if k is not None:
-        k_arr = np.asarray(k, dtype=np.int64)
-        k = int(k_arr.ravel()[0]) if k_arr.ndim == 0 or np.all(k_arr == k_arr.ravel()[0]) else k_arr
-    elif method != "proxskip":
-        raise ValueError(f"{method} needs k")
-    if method in ("fedht", "fediht"):
-        steps = _per_run(params["local_steps"], np.int64)
-        return getattr(A, method)(gamma, steps, k)
-    p = _per_run(params["p"])
-    if method == "proxskip":
-        return A.proxskip(gamma, p)
-    if method == "randprox_l1":
-        return A.randprox_l1(gamma, p, _per_run(params["lam"]), k=k)
-    return getattr(A, method)(gamma, p, k)
+    return R.METHODS[method]
 
 
 _L_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -475,9 +447,12 @@ def _smoothness(problem) -> float:
     return L
 
 
-def method_space(method: str, problem, *, gamma_range=(0.05, 3.0), p_range=(0.02, 1.0),
-                 lam_range=(1e-4, 0.3)) -> SearchSpace:
+def method_space(method: str, problem, *, gamma_range=R.GAMMA_RANGE, p_range=R.P_RANGE,
+                 lam_range=R.LAM_RANGE) -> SearchSpace:
     """The wide (stage-1) search space of ``method`` on ``problem``, in absolute units.
+
+    The method's hyperparameters come from the registry
+    (:attr:`proxfed.algorithms.registry.MethodSpec.hyperparameters`):
 
     * ``gamma`` log-uniform in ``gamma_range / L`` with ``L = max_i L_i``
       (:func:`proxfed.theory.constants`);
@@ -485,20 +460,25 @@ def method_space(method: str, problem, *, gamma_range=(0.05, 3.0), p_range=(0.02
       ``local_steps`` log-uniform over the integers in
       ``[1/p_high, 1/p_low]`` (FedHT, FedIHT: ``p = 1/local_steps``);
     * ``lam`` (RandProx-l1) log-uniform in ``lam_range * lam_max`` with
-      ``lam_max = ||grad F(0)||_inf``, the smallest weight whose l1 solution is 0.
+      ``lam_max = ||grad F(0)||_inf`` (:func:`proxfed.algorithms.registry.lam_max`),
+      the smallest weight whose l1 solution is 0.
     """
-    if method not in TUNABLE_METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {sorted(TUNABLE_METHODS)}")
+    spec = _tunable(method)
     L = _smoothness(problem)
-    params = [Param("gamma", gamma_range[0] / L, gamma_range[1] / L)]
-    if "local_steps" in TUNABLE_METHODS[method]:
-        params.append(Param("local_steps", max(1, round(1 / p_range[1])), max(1, round(1 / p_range[0])),
-                            integer=True))
-    else:
-        params.append(Param("p", p_range[0], p_range[1]))
-    if method == "randprox_l1":
-        lam_max = float(np.max(np.abs(B.to_numpy(problem.full_grad(np.zeros(problem.dim))))))
-        params.append(Param("lam", lam_range[0] * lam_max, lam_range[1] * lam_max))
+    params = []
+    for h in spec.hyperparameters:
+        if h.name == "gamma":
+            params.append(Param("gamma", gamma_range[0] / L, gamma_range[1] / L))
+        elif h.name == "local_steps":
+            params.append(Param("local_steps", max(1, round(1 / p_range[1])), max(1, round(1 / p_range[0])),
+                                integer=True))
+        elif h.name == "p":
+            params.append(Param("p", p_range[0], p_range[1]))
+        elif h.name == "lam":
+            scale = R.lam_max(problem)
+            params.append(Param("lam", lam_range[0] * scale, lam_range[1] * scale))
+        else:  # pragma: no cover - a registry entry with a hyperparameter tune does not know
+            raise ValueError(f"{method}: no search range for {h.name!r}")
     return SearchSpace(tuple(params))
 
 

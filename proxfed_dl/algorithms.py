@@ -1,7 +1,7 @@
 """The core's update rules, configured for torch models: TopK scope and BatchNorm statistics.
 
 Nothing here re-implements an update rule. :func:`make_algorithm` calls the
-core factories of :mod:`proxfed.algorithms`; :class:`WeightTopK` is a
+factories of the method registry (:mod:`proxfed.algorithms.registry`); :class:`WeightTopK` is a
 :class:`proxfed.prox.TopK` restricted to the weights of convolutions and
 linear layers (the switch away from "TopK over all trainable parameters");
 :func:`track_buffers` adds the BatchNorm running statistics to the run state
@@ -10,26 +10,23 @@ and averages them at every communication.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
-from proxfed import algorithms as A
 from proxfed import _backend as B
 from proxfed.algorithms import Algorithm
+from proxfed.algorithms.registry import METHODS
 from proxfed.algorithms.rounds import RoundBased
 from proxfed.prox import TopK, _check_step, sparsity_to_k
 
 __all__ = ["WeightTopK", "track_buffers", "make_algorithm", "ALGORITHMS", "ROUND_BASED"]
 
-#: Names accepted by :func:`make_algorithm`.
-ALGORITHMS = (
-    "proxskip", "final_topk", "sparse_proxskip", "sparse_proxskip_local", "accelerated_server_pruning",
-    "asp_modified", "sps_modified", "fedavg", "fedht", "fediht", "scaffold",
-    "fedsparsify_global", "fedsparsify_local", "oneshot", "random_pruning", "pdst", "spdst", "jmwst", "hetero_flash",
-)
+#: Names accepted by :func:`make_algorithm` (besides ``"randprox_l1"``): the registry's methods.
+ALGORITHMS = tuple(n for n in METHODS if n != "randprox_l1")
 #: The round-based sparse-training rules (FedSparsify, FLASH): they need ``rounds``.
-ROUND_BASED = ("fedsparsify_global", "fedsparsify_local", "oneshot", "random_pruning", "pdst", "spdst", "jmwst",
-               "hetero_flash")
+ROUND_BASED = tuple(n for n, spec in METHODS.items() if spec.round_based)
 
 
 class WeightTopK(TopK):
@@ -221,56 +218,36 @@ def make_algorithm(name: str, problem, gamma, p, *, sparsity: float = 0.9, scope
     """
     if scope not in ("all", "weights"):
         raise ValueError(f"scope must be 'all' or 'weights', got {scope!r}")
+    if name not in ALGORITHMS and name != "randprox_l1":
+        raise ValueError(f"unknown algorithm {name!r}; choose one of {ALGORITHMS} or 'randprox_l1'")
+    spec = METHODS[name]
     prunable = problem.flat.prunable_mask(problem.device) if scope == "weights" else None
     k = sparsity_to_k(problem.dim if prunable is None else int(prunable.sum()), sparsity)
     steps = max(1, int(round(1.0 / p)))
-    if options and name not in ROUND_BASED:
+    if options and not spec.round_based:
         raise TypeError(f"unexpected options for {name}: {sorted(options)}")
-    kw = {"grad_at": grad_at, "schedule": schedule}
-    if name in ("proxskip",):
-        alg = A.proxskip(gamma, p, schedule=schedule)
-    elif name == "final_topk":
-        alg = A.final_topk(gamma, p, k, schedule=schedule)
-    elif name in ("sparse_proxskip", "sparse_proxskip_local", "accelerated_server_pruning", "asp_modified",
-                  "sps_modified"):
-        alg = getattr(A, name)(gamma, p, k, **kw)
-    elif name == "randprox_l1":
-        if lam is None:
-            raise ValueError("randprox_l1 needs lam")
-        alg = A.randprox_l1(gamma, p, lam, k, schedule=schedule)
-    elif name == "fedavg":
-        alg = A.FedAvg(gamma, steps, k, name="fedavg")
-    elif name in ("fedht", "fediht"):
-        alg = getattr(A, name)(gamma, steps, k)
-    elif name == "scaffold":
-        alg = A.scaffold(gamma, steps)
-    elif name in ROUND_BASED:
+    if name == "randprox_l1" and lam is None:
+        raise ValueError("randprox_l1 needs lam")
+    hyper = {"gamma": gamma, "p": p, "local_steps": steps, "lam": lam}
+    hyper = {n: hyper[n] for n in spec.hyperparameter_names}
+    if spec.round_based:
         if rounds is None:
             raise ValueError(f"{name} needs rounds (its horizon)")
         kw = {"clients_per_round": clients_per_round, "seed": seed, **options}
-        if name.startswith("fedsparsify") or name in ("oneshot", "random_pruning"):
-            factory = {"fedsparsify_global": A.fedsparsify_global, "fedsparsify_local": A.fedsparsify_local,
-                       "oneshot": A.oneshot_pruning, "random_pruning": A.random_pruning}[name]
-            alg = factory(gamma, steps, sparsity, rounds,
-                          prunable=None if prunable is None else prunable.cpu().numpy(), **kw)
+        if spec.family == "fedsparsify":
+            kw["prunable"] = None if prunable is None else prunable.cpu().numpy()
         else:
-            factory = {"pdst": A.pdst, "spdst": A.spdst, "jmwst": A.jmwst, "hetero_flash": A.hetero_flash}[name]
             if mask_layers is None:
                 from .models import ResNet18
 
                 mask_layers = ("conv",) if isinstance(problem.flat.module, ResNet18) else ("conv", "linear")
-            alg = factory(gamma, steps, 1.0 - sparsity, rounds,
-                          layers=problem.flat.weight_segments(tuple(mask_layers)), **kw)
-        prunable = None  # the rule handles its own scope
+            kw["layers"] = problem.flat.weight_segments(tuple(mask_layers))
+        alg = spec.factory(**hyper, sparsity=sparsity, rounds=rounds, **kw)
     else:
-        raise ValueError(f"unknown algorithm {name!r}; choose one of {ALGORITHMS} or 'randprox_l1'")
-    if prunable is not None:
-        swapped: dict = {}
-        for attr, v in list(vars(alg).items()):
-            if isinstance(v, TopK):
-                if id(v) not in swapped:
-                    swapped[id(v)] = WeightTopK(v.k, prunable)
-                setattr(alg, attr, swapped[id(v)])
+        kw = {"grad_at": grad_at, "schedule": schedule}
+        if prunable is not None:  # TopK over the prunable weights only, biases and BatchNorm dense
+            kw["make_topk"] = functools.partial(WeightTopK, prunable=prunable)
+        alg = spec.factory(**hyper, k=k, **{o: v for o, v in kw.items() if spec.accepts(o)})
     if problem.n_buffers:
         alg = track_buffers(alg, average=average_buffers)
     return alg

@@ -17,7 +17,7 @@ NO_TORCH = "proxfed_dl needs torch (the dl extra; on CPU machines pip install to
 API_RST = Path(__file__).resolve().parents[1] / "docs" / "api.rst"
 PUBLIC_MODULES = [
     "proxfed", "proxfed.prox", "proxfed.problems", "proxfed.algorithms", "proxfed.runner", "proxfed.round_runner", "proxfed.threads", "proxfed.comm",
-    "proxfed.theory", "proxfed.metrics", "proxfed.algorithms.rounds", "proxfed.data", "proxfed.experiments", "proxfed.experiments.demo",
+    "proxfed.theory", "proxfed.metrics", "proxfed.algorithms.rounds", "proxfed.algorithms.registry", "proxfed.data", "proxfed.experiments", "proxfed.experiments.demo",
     "proxfed.experiments.plots", "proxfed.experiments.catalog", "proxfed.experiments.own",
     "proxfed.experiments.compare", "proxfed.experiments.protocols", "proxfed.cli", "proxfed.cli_own",
     "proxfed.config_file", "proxfed.tune", "proxfed_dl", "proxfed_dl.distributed",

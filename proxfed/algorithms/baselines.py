@@ -68,15 +68,19 @@ class FedAvg(_FixedSchedule):
     server_topk, local_topk : bool
     comm : CommModel
     name : str
+    make_topk : callable
+        Builds the TopK operator from ``k`` (default :class:`~proxfed.prox.TopK`).
     """
 
     def __init__(self, gamma, local_steps, k=None, *, server_topk=False, local_topk=False,
-                 comm: CommModel = CommModel(), name: str = "fedavg"):
+                 comm: CommModel = CommModel(), name: str = "fedavg", make_topk=TopK):
         super().__init__(gamma, local_steps, comm)
         check_flag(server_topk, "server_topk"), check_flag(local_topk, "local_topk")
         if (server_topk or local_topk) and k is None:
             raise ValueError("k is required for server or local TopK")
-        self.topk = None if k is None else TopK(k)
+        self.topk = None if k is None else make_topk(k)
+        if self.topk is not None and not isinstance(self.topk, TopK):
+            raise TypeError(f"make_topk must build a TopK, got {type(self.topk).__name__}")
         self.server_topk = check_flag(server_topk, "server_topk")
         self.local_topk = check_flag(local_topk, "local_topk")
         self.final = self.topk
@@ -120,19 +124,20 @@ class FedHT(FedAvg):
     """FedHT / FedIHT of Tong et al.: FedAvg whose server output is ``TopK(mean_i y_i)``."""
 
 
-def fedavg(gamma, local_steps, *, comm=CommModel()) -> FedAvg:
-    """FedAvg: ``local_steps`` gradient steps per round, then plain averaging."""
-    return FedAvg(gamma, local_steps, comm=comm, name="fedavg")
+def fedavg(gamma, local_steps, k=None, *, comm=CommModel(), make_topk=TopK) -> FedAvg:
+    """FedAvg: ``local_steps`` gradient steps per round, then plain averaging (output ``TopK`` if ``k``)."""
+    return FedAvg(gamma, local_steps, k, comm=comm, name="fedavg", make_topk=make_topk)
 
 
-def fedht(gamma, local_steps, k, *, comm=CommModel()) -> FedHT:
+def fedht(gamma, local_steps, k, *, comm=CommModel(), make_topk=TopK) -> FedHT:
     """FedHT: dense local steps; the server sends ``TopK(mean_i y_i)`` (K values downlink)."""
-    return FedHT(gamma, local_steps, k, server_topk=True, comm=comm, name="fedht")
+    return FedHT(gamma, local_steps, k, server_topk=True, comm=comm, name="fedht", make_topk=make_topk)
 
 
-def fediht(gamma, local_steps, k, *, comm=CommModel()) -> FedHT:
+def fediht(gamma, local_steps, k, *, comm=CommModel(), make_topk=TopK) -> FedHT:
     """FedIHT: ``y_i = TopK(y_i - gamma grad f_i(y_i))`` every local step; server ``TopK(mean_i y_i)``."""
-    return FedHT(gamma, local_steps, k, server_topk=True, local_topk=True, comm=comm, name="fediht")
+    return FedHT(gamma, local_steps, k, server_topk=True, local_topk=True, comm=comm, name="fediht",
+                 make_topk=make_topk)
 
 
 class Scaffold(_FixedSchedule):

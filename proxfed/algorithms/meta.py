@@ -16,7 +16,10 @@ probability ``p``, shared coin ``theta_t``):
     13  else: w_i = v_i
     19  output: final.prox(mean_i w_i)                    ("final")
 
-The named factories below fix the placements of the paper's variants.
+The named factories below fix the placements of the paper's variants. Each
+builds its TopK placements with ``make_topk(k)`` (default
+:class:`~proxfed.prox.TopK`; e.g. ``proxfed_dl.WeightTopK`` restricted to
+the prunable weights), one operator per placement.
 """
 
 from __future__ import annotations
@@ -239,8 +242,11 @@ class Algorithm1(Algorithm):
         return state.replace(t=state.t + 1, **merged, **acc)
 
 
-def _topk(k):
-    return TopK(k)
+def _topk(k, make_topk=TopK):
+    op = make_topk(k)
+    if not isinstance(op, TopK):
+        raise TypeError(f"make_topk must build a TopK, got {type(op).__name__}")
+    return op
 
 
 def proxskip(gamma, p, *, schedule="random", comm=CommModel()) -> Algorithm1:
@@ -254,60 +260,67 @@ def proxskip(gamma, p, *, schedule="random", comm=CommModel()) -> Algorithm1:
     return Algorithm1(gamma, p, schedule=schedule, comm=comm, name="proxskip")
 
 
-def final_topk(gamma, p, k, *, schedule="random", comm=CommModel()) -> Algorithm1:
+def final_topk(gamma, p, k, *, schedule="random", comm=CommModel(),
+               make_topk=TopK) -> Algorithm1:
     """Dense ProxSkip with TopK applied only to the output (and every evaluation)."""
-    return Algorithm1(gamma, p, final=_topk(k), schedule=schedule, comm=comm, name="final_topk")
+    return Algorithm1(gamma, p, final=_topk(k, make_topk), schedule=schedule, comm=comm, name="final_topk")
 
 
-def sparse_proxskip(gamma, p, k, *, grad_at="dense", schedule="random", comm=CommModel()) -> Algorithm1:
+def sparse_proxskip(gamma, p, k, *, grad_at="dense", schedule="random", comm=CommModel(),
+                    make_topk=TopK) -> Algorithm1:
     """Sparse-ProxSkip (SPS): clients prune before uploading and keep the pruned copy.
 
     At a communication ``v_i = TopK(v_i)``, the server averages these K-sparse
     uploads, and the control variates are updated against the pruned copies,
     which keeps ``sum_i h_i = 0``.
     """
-    return Algorithm1(gamma, p, uplink=_topk(k), final=_topk(k), grad_at=grad_at, schedule=schedule,
+    return Algorithm1(gamma, p, uplink=_topk(k, make_topk), final=_topk(k, make_topk), grad_at=grad_at, schedule=schedule,
                       comm=comm, name="sparse_proxskip")
 
 
-def sps_modified(gamma, p, k, *, grad_at="dense", schedule="random", comm=CommModel()) -> Algorithm1:
+def sps_modified(gamma, p, k, *, grad_at="dense", schedule="random", comm=CommModel(),
+                 make_topk=TopK) -> Algorithm1:
     """SPS-modified: clients upload ``TopK(v_i)`` but update ``h_i`` against the dense ``v_i``.
 
     Violates the zero-sum invariant: ``sum_i h_i`` grows by
     ``(p/gamma) sum_i (TopK(v_i) - v_i)`` at every communication.
     """
-    return Algorithm1(gamma, p, uplink=_topk(k), uplink_keep_dense=True, final=_topk(k), grad_at=grad_at,
+    return Algorithm1(gamma, p, uplink=_topk(k, make_topk), uplink_keep_dense=True, final=_topk(k, make_topk), grad_at=grad_at,
                       schedule=schedule, comm=comm, name="sps_modified")
 
 
-def sparse_proxskip_local(gamma, p, k, *, grad_at="dense", schedule="random", comm=CommModel()) -> Algorithm1:
+def sparse_proxskip_local(gamma, p, k, *, grad_at="dense", schedule="random", comm=CommModel(),
+                          make_topk=TopK) -> Algorithm1:
     """Sparse-ProxSkip-Local: TopK after every local step (RandProx with the cardinality prox)."""
-    return Algorithm1(gamma, p, local=_topk(k), final=_topk(k), grad_at=grad_at, schedule=schedule,
+    return Algorithm1(gamma, p, local=_topk(k, make_topk), final=_topk(k, make_topk), grad_at=grad_at, schedule=schedule,
                       comm=comm, name="sparse_proxskip_local")
 
 
-def accelerated_server_pruning(gamma, p, k, *, grad_at="dense", schedule="random", comm=CommModel()) -> Algorithm1:
+def accelerated_server_pruning(gamma, p, k, *, grad_at="dense", schedule="random", comm=CommModel(),
+                               make_topk=TopK) -> Algorithm1:
     """Accelerated-Server-Pruning (ASP): the server prunes the average before the h-update.
 
     ``w_i = TopK(mean_j v_j)`` and ``h_i += (p/gamma)(w_i - v_i)``; the sum of
     the control variates drifts by ``-(pN/gamma)(w_bar - TopK(w_bar))``.
     """
-    return Algorithm1(gamma, p, server=_topk(k), server_order="before_h", final=_topk(k), grad_at=grad_at,
+    return Algorithm1(gamma, p, server=_topk(k, make_topk), server_order="before_h", final=_topk(k, make_topk), grad_at=grad_at,
                       schedule=schedule, comm=comm, name="accelerated_server_pruning")
 
 
-def asp_modified(gamma, p, k, *, grad_at="dense", schedule="random", comm=CommModel()) -> Algorithm1:
+def asp_modified(gamma, p, k, *, grad_at="dense", schedule="random", comm=CommModel(),
+                 make_topk=TopK) -> Algorithm1:
     """ASP-modified: the h-update uses the dense average, then the server prunes (keeps sum h = 0)."""
-    return Algorithm1(gamma, p, server=_topk(k), server_order="after_h", final=_topk(k), grad_at=grad_at,
+    return Algorithm1(gamma, p, server=_topk(k, make_topk), server_order="after_h", final=_topk(k, make_topk), grad_at=grad_at,
                       schedule=schedule, comm=comm, name="asp_modified")
 
 
-def randprox_l1(gamma, p, lam, k=None, *, schedule="random", comm=CommModel()) -> Algorithm1:
+def randprox_l1(gamma, p, lam, k=None, *, schedule="random", comm=CommModel(),
+                make_topk=TopK) -> Algorithm1:
     """RandProx-l1: soft-thresholding ``Soft(v_i, gamma * lam)`` after every local step.
 
     Solves ``min (1/N) sum_i f_i(w) + lam ||w||_1``. With ``k`` given, the
     output (and every evaluation) is additionally pruned with TopK(k), as in
     the paper.
     """
-    return Algorithm1(gamma, p, local=L1(lam), final=None if k is None else _topk(k), schedule=schedule,
+    return Algorithm1(gamma, p, local=L1(lam), final=None if k is None else _topk(k, make_topk), schedule=schedule,
                       comm=comm, name="randprox_l1")

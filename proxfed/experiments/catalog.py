@@ -14,10 +14,8 @@ import difflib
 import inspect
 from dataclasses import dataclass
 
-import numpy as np
-
-from .. import algorithms as A
-from .published import METHOD_LABELS
+from ..algorithms.registry import METHODS as REGISTRY
+from ..algorithms.registry import UnknownName, get_method, theory_values
 
 __all__ = [
     "Method", "METHODS", "Dataset", "DATASETS", "paper_name", "resolve_method", "resolve_dataset",
@@ -52,50 +50,14 @@ class Method:
     rounds: bool = False
 
 
-def _methods(*items) -> dict:
-    return {m.name: m for m in items}
-
-
-#: Every method of ``proxfed run``: code name -> :class:`Method`.
-METHODS = _methods(
-    Method("proxskip", "ProxSkip", sparse=False),
-    *(Method(n, METHOD_LABELS[n]) for n in ("final_topk", "sparse_proxskip", "sparse_proxskip_local",
-                                            "accelerated_server_pruning", "asp_modified", "sps_modified",
-                                            "randprox_l1")),
-    Method("fedavg", "FedAvg", "fixed", sparse=False),
-    Method("fedht", "FedHT", "fixed"),
-    Method("fediht", "FedIHT", "fixed"),
-    Method("scaffold", "SCAFFOLD", "fixed", sparse=False),
-    Method("fedsparsify_global", "FedSparsify-Global", "fixed", rounds=True),
-    Method("fedsparsify_local", "FedSparsify-Local", "fixed", rounds=True),
-    Method("random_pruning", "Random-Pruning", "fixed", rounds=True),
-    Method("oneshot", "OneShot", "fixed", rounds=True),
-    Method("pdst", "PDST", "fixed", rounds=True),
-    Method("spdst", "SPDST", "fixed", rounds=True),
-    Method("jmwst", "JMWST", "fixed", rounds=True),
-    Method("hetero_flash", "hetero-FLASH", "fixed", rounds=True),
-)
-
-#: Further spellings: the paper's table label of dense ProxSkip and the abbreviations of the paper.
-_ALIASES = {"proxskip (dense, reference)": "proxskip", "sps": "sparse_proxskip", "asp": "accelerated_server_pruning",
-            "sps-local": "sparse_proxskip_local", "fedsparsify": "fedsparsify_global", "flash": "jmwst"}
-
-
-class UnknownName(ValueError):
-    """A method or dataset name that is not in the catalog (the message lists the choices)."""
+#: Every method of ``proxfed run``: code name -> :class:`Method` (a view of the registry,
+#: :data:`proxfed.algorithms.registry.METHODS`).
+METHODS = {n: Method(spec.name, spec.label, spec.schedule, sparse=spec.needs_k, rounds=spec.round_based)
+           for n, spec in REGISTRY.items()}
 
 
 def _key(name: str) -> str:
     return "-".join(str(name).lower().replace("_", " ").replace("-", " ").split())
-
-
-def _lookup_table() -> dict:
-    table = {}
-    for m in METHODS.values():
-        table[_key(m.name)] = m.name
-        table[_key(m.label)] = m.name
-    table.update({_key(a): n for a, n in _ALIASES.items()})
-    return table
 
 
 def resolve_method(name: str) -> str:
@@ -107,16 +69,9 @@ def resolve_method(name: str) -> str:
     Raises
     ------
     UnknownName
-        With the closest names and the list of choices.
+        With the closest names and the list of choices (:func:`proxfed.algorithms.registry.get_method`).
     """
-    table = _lookup_table()
-    code = table.get(_key(name))
-    if code is not None:
-        return code
-    close = difflib.get_close_matches(_key(name), list(table), n=3, cutoff=0.6)
-    hint = sorted({table[c] for c in close}, key=list(METHODS).index)
-    did = f"did you mean {' or '.join(f'{h} ({METHODS[h].label})' for h in hint)}? " if hint else ""
-    raise UnknownName(f"unknown method {name!r}; {did}choose from {', '.join(METHODS)} (or their paper names)")
+    return get_method(name).name
 
 
 def paper_name(method: str) -> str:
@@ -135,15 +90,7 @@ def hyperparameters(method: str) -> tuple:
     >>> hyperparameters("sparse_proxskip"), hyperparameters("randprox_l1"), hyperparameters("fedht")
     (('gamma', 'p'), ('gamma', 'p', 'lam'), ('gamma', 'local_steps'))
     """
-    m = METHODS[method]
-    if m.schedule == "fixed":
-        return ("gamma", "local_steps")
-    return ("gamma", "p", "lam") if method == "randprox_l1" else ("gamma", "p")
-
-
-def _per_run(value, dtype=float):
-    a = np.asarray(value, dtype=dtype)
-    return a.item() if a.ndim == 0 else a
+    return REGISTRY[method].hyperparameter_names
 
 
 def build_algorithm(method: str, params: dict, k=None, dim: int | None = None, *, rounds: int | None = None,
@@ -178,32 +125,11 @@ def build_algorithm(method: str, params: dict, k=None, dim: int | None = None, *
     >>> build_algorithm("fedavg", {"gamma": [0.1, 0.2], "local_steps": 5}).n_runs
     2
     """
-    from ..tune import TUNABLE_METHODS, make_algorithm
-
-    m = METHODS[method]
-    missing = [n for n in hyperparameters(method) if n not in params]
-    if missing:
-        raise ValueError(f"{method} needs hyperparameters {missing}")
-    if method in TUNABLE_METHODS:
-        return make_algorithm(method, params, k if m.sparse else None)
-    gamma, steps = _per_run(params["gamma"]), _per_run(params["local_steps"], np.int64)
-    if method == "fedavg":
-        return A.fedavg(gamma, steps)
-    if method == "scaffold":
-        return A.scaffold(gamma, steps)
-    if rounds is None or k is None or dim is None:
-        raise ValueError(f"{method} needs rounds, k and dim")
-    ks = np.unique(np.asarray(k, dtype=np.int64))
-    if ks.size != 1:
-        raise ValueError(f"{method} takes one sparsity for all runs, got K = {ks.tolist()}")
-    density = int(ks[0]) / int(dim)
-    kw = {"clients_per_round": clients_per_round, "seed": int(seed)}
-    if method in ("fedsparsify_global", "fedsparsify_local", "random_pruning", "oneshot"):
-        factory = {"fedsparsify_global": A.fedsparsify_global, "fedsparsify_local": A.fedsparsify_local,
-                   "random_pruning": A.random_pruning, "oneshot": A.oneshot_pruning}[method]
-        return factory(gamma, steps, 1.0 - density, int(rounds), **kw)
-    factory = {"pdst": A.pdst, "spdst": A.spdst, "jmwst": A.jmwst, "hetero_flash": A.hetero_flash}[method]
-    return factory(gamma, steps, density, int(rounds), **kw)
+    spec = REGISTRY[method]
+    if not spec.round_based:
+        return spec.build(params, k if spec.needs_k else None)
+    return spec.build(params, k, dim=dim, rounds=None if rounds is None else int(rounds),
+                      clients_per_round=clients_per_round, seed=int(seed))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,12 +298,6 @@ def theory_defaults(problem) -> dict:
     """``gamma = 1/L`` and ``p = 1/sqrt(kappa)`` (local steps ``round(1/p)``) of a convex problem.
 
     ``lam_max = ||grad F(0)||_inf`` is RandProx-l1's scale (its default
-    weight is ``0.03 lam_max``, as in the demo).
+    weight is ``0.03 lam_max``, as in the demo): :func:`proxfed.algorithms.registry.theory_values`.
     """
-    from ..theory import proxskip_parameters
-
-    th = proxskip_parameters(problem)
-    lam_max = float(np.max(np.abs(np.asarray(problem.full_grad(np.zeros(problem.dim))))))
-    return {"gamma": th["gamma"], "p": th["p"], "local_steps": max(1, int(round(1 / th["p"]))),
-            "lam": 0.03 * lam_max, "L": th["L"], "mu": th["mu"], "kappa": th["kappa"]}
-
+    return theory_values(problem)

@@ -6,9 +6,7 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
-from .. import algorithms as A
+from ..algorithms.registry import METHODS, RANDPROX_LAMBDA_FRACTION, theory_values
 from ..data import make_sparse_regression
 from ..problems import Ridge
 from ..prox import sparsity_to_k
@@ -19,42 +17,24 @@ from .plots import have_matplotlib, plot_metric_vs_bits
 __all__ = ["DEMO_METHODS", "SPARSE_TRAINING_DEMO_METHODS", "demo_methods", "sparse_training_methods", "run_demo",
            "sparsity_to_k", "format_table"]
 
-DEMO_METHODS = (
-    "proxskip", "final_topk", "sparse_proxskip", "sparse_proxskip_local", "accelerated_server_pruning",
-    "asp_modified", "sps_modified", "randprox_l1", "fedht", "fediht",
-)
+#: The demo's methods: every Algorithm-1 variant and FedHT/FedIHT (``demo="main"`` in the registry).
+DEMO_METHODS = tuple(n for n, spec in METHODS.items() if spec.demo == "main")
 
 #: Round-based sparse-training systems the demo also runs when asked (``--methods``): FedSparsify and FLASH
 #: with FedHT's local steps, the demo's horizon in rounds and density ``1 - sparsity``.
-SPARSE_TRAINING_DEMO_METHODS = ("fedsparsify_global", "fedsparsify_local", "random_pruning", "pdst", "spdst",
-                                "jmwst")
-
-#: RandProx-l1's weight as a fraction of lam_max = ||grad F(0)||_inf (a fixed heuristic, not tuned).
-RANDPROX_LAMBDA_FRACTION = 0.03
+SPARSE_TRAINING_DEMO_METHODS = tuple(n for n, spec in METHODS.items() if spec.demo == "sparse_training")
 
 
 def demo_methods(problem, k: int) -> dict:
     """The demo's algorithms with theory parameters ``gamma = 1/L``, ``p = 1/sqrt(kappa)``.
 
     FedHT/FedIHT use the same stepsize and ``round(1/p)`` local steps;
-    RandProx-l1 uses ``lam = 0.03 * ||grad F(0)||_inf``.
+    RandProx-l1 uses ``lam = 0.03 * ||grad F(0)||_inf``
+    (:data:`~proxfed.algorithms.registry.RANDPROX_LAMBDA_FRACTION`;
+    :func:`proxfed.algorithms.registry.theory_values`).
     """
-    th = proxskip_parameters(problem)
-    g, p = th["gamma"], th["p"]
-    steps = max(1, int(round(1 / p)))
-    lam_max = float(np.max(np.abs(problem.full_grad(np.zeros(problem.dim)))))
-    return {
-        "proxskip": A.proxskip(g, p),
-        "final_topk": A.final_topk(g, p, k),
-        "sparse_proxskip": A.sparse_proxskip(g, p, k),
-        "sparse_proxskip_local": A.sparse_proxskip_local(g, p, k),
-        "accelerated_server_pruning": A.accelerated_server_pruning(g, p, k),
-        "asp_modified": A.asp_modified(g, p, k),
-        "sps_modified": A.sps_modified(g, p, k),
-        "randprox_l1": A.randprox_l1(g, p, RANDPROX_LAMBDA_FRACTION * lam_max, k=k),
-        "fedht": A.fedht(g, steps, k),
-        "fediht": A.fediht(g, steps, k),
-    }
+    values = theory_values(problem)
+    return {name: METHODS[name].build(METHODS[name].theory(values=values), k) for name in DEMO_METHODS}
 
 
 def sparse_training_methods(problem, k: int, iterations: int) -> dict:
@@ -64,19 +44,12 @@ def sparse_training_methods(problem, k: int, iterations: int) -> dict:
     ``iterations // local_steps`` rounds (at least 2), final sparsity
     ``1 - k/d`` (FedSparsify) and density ``k/d`` (FLASH).
     """
-    th = proxskip_parameters(problem)
-    g, steps = th["gamma"], max(1, int(round(1 / th["p"])))
-    rounds = max(2, iterations // steps)
+    values = theory_values(problem)
+    rounds = max(2, iterations // values["local_steps"])
     d = problem.dim
     s, density = 1 - k / d, k / d
-    return {
-        "fedsparsify_global": A.fedsparsify_global(g, steps, s, rounds),
-        "fedsparsify_local": A.fedsparsify_local(g, steps, s, rounds),
-        "random_pruning": A.random_pruning(g, steps, s, rounds),
-        "pdst": A.pdst(g, steps, density, rounds),
-        "spdst": A.spdst(g, steps, density, rounds),
-        "jmwst": A.jmwst(g, steps, density, rounds),
-    }
+    return {name: METHODS[name].build(METHODS[name].theory(values=values), sparsity=s, density=density,
+                                      rounds=rounds) for name in SPARSE_TRAINING_DEMO_METHODS}
 
 
 def format_table(rows: list[dict], metric: str) -> str:

@@ -80,9 +80,9 @@ import numpy as np
 from .. import __version__
 from .. import _backend as B
 from .._stored import read_back_json, read_back_npz
+from ..algorithms.registry import get_method
 from ..round_runner import last_communications, run_rounds, supports_rounds
 from ..runner import initial_models, run
-from ..theory import proxskip_parameters
 from ..memory import _state as _memory_state
 from ..threads import blas_info
 from ..tune import holdout_split, horizon, make_algorithm, method_space, tune_method
@@ -317,14 +317,7 @@ def _machine() -> dict:
 
 
 def _theory_fallback(method: str, problem, p_range) -> dict:
-    th = proxskip_parameters(problem)
-    th["p"] = float(np.clip(th["p"], *p_range))
-    if method in ("fedht", "fediht"):
-        return {"gamma": th["gamma"], "local_steps": max(1, int(round(1 / th["p"])))}
-    out = {"gamma": th["gamma"], "p": th["p"]}
-    if method == "randprox_l1":
-        out["lam"] = 0.03 * float(np.max(np.abs(problem.full_grad(np.zeros(problem.dim)))))
-    return out
+    return get_method(method).theory(problem, p_range)
 
 
 def _dense_fit(problem, maxiter: int) -> np.ndarray:

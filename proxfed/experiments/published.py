@@ -8,20 +8,16 @@ bits per client (``None`` = the threshold is never reached).
 
 from __future__ import annotations
 
+from ..algorithms.registry import METHODS
+
 __all__ = ["METHOD_LABELS", "PUBLISHED", "ORDERINGS"]
 
-#: Display names of the methods, in the paper's table order.
+#: Display names of the methods, in the paper's table order (the registry's table labels,
+#: :attr:`proxfed.algorithms.registry.MethodSpec.table_label` or ``label``).
 METHOD_LABELS = {
-    "final_topk": "Final-TopK",
-    "fedht": "FedHT",
-    "fediht": "FedIHT",
-    "accelerated_server_pruning": "Accelerated-Server-Pruning",
-    "randprox_l1": "RandProx-l1",
-    "sparse_proxskip_local": "Sparse-ProxSkip-Local",
-    "sparse_proxskip": "Sparse-ProxSkip",
-    "proxskip": "ProxSkip (dense, reference)",
-    "asp_modified": "ASP-modified",
-    "sps_modified": "SPS-modified",
+    m: (METHODS[m].table_label or METHODS[m].label)
+    for m in ("final_topk", "fedht", "fediht", "accelerated_server_pruning", "randprox_l1", "sparse_proxskip_local",
+              "sparse_proxskip", "proxskip", "asp_modified", "sps_modified")
 }
 
 _BF_SPARSITIES = (0.8, 0.9, 0.95)
