@@ -1,11 +1,13 @@
 """Sphinx configuration for the proxfed documentation."""
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE / "_ext"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import proxfed  # noqa: E402
@@ -23,7 +25,13 @@ extensions = [
     "sphinx.ext.viewcode",
     "numpydoc",
     "sphinx_gallery.gen_gallery",
+    "import_graph",  # docs/_ext: the architecture page's layer diagram, from the actual imports
 ]
+# The layer diagram is drawn by Graphviz where its `dot` program is installed; without it (CI installs
+# no system packages) the page shows the same diagram as text.
+if shutil.which("dot"):
+    extensions.append("sphinx.ext.graphviz")
+    graphviz_output_format = "svg"
 
 templates_path = ["_templates"]
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "auto_examples/*.ipynb", "auto_examples/*.py",
