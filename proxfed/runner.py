@@ -291,8 +291,8 @@ def load_state(path, like=None) -> State:
     )
 
 
-#: Fewest iterations between two records of :func:`run` by default (a record costs about one local step).
-MIN_RECORD_SPACING = 10
+#: Fewest iterations between two records of :func:`run` by default (a record costs 0.3-1.5 local steps).
+MIN_RECORD_SPACING = 16
 
 
 def _check_coins(coins, iterations: int, batch_shape: tuple) -> np.ndarray:
@@ -464,7 +464,7 @@ def run(
     every : int, optional
         Record the history at the iterations ``state.t`` that are multiples
         of ``every`` (default ``max(MIN_RECORD_SPACING, iterations // 200)``:
-        at most about 200 records, and at least 10 iterations apart, so that
+        at most about 200 records, and at least 16 iterations apart, so that
         recording, an objective and a metric pass over the data, costs a small
         fraction of the run; ``benchmarks/bench_records.py`` measures it),
         counted from the run's start, so a resumed run records where the

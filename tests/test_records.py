@@ -20,13 +20,13 @@ def ridge():
 
 @pytest.mark.parametrize("iterations, want", [
     (5, [0, 5]),
-    (35, [0, 10, 20, 30, 35]),
+    (35, [0, 16, 32, 35]),
     (4000, list(range(0, 4001, 20))),
 ])
 def test_default_cadence_is_at_most_200_records_and_at_least_the_minimum_spacing(ridge, iterations, want):
     res = proxfed.run(A.proxskip(0.01, 0.3), ridge, iterations, seed=0)
     assert res.history["iteration"].tolist() == want
-    assert MIN_RECORD_SPACING == 10 and res.config["every"] == max(MIN_RECORD_SPACING, iterations // 200)
+    assert MIN_RECORD_SPACING == 16 and res.config["every"] == max(MIN_RECORD_SPACING, iterations // 200)
 
 
 def softmax():
