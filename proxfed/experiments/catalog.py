@@ -229,8 +229,9 @@ def load_problem(name: str, data_dir=None, options: dict | None = None, alpha: f
         :func:`dataset_options` to override.
     alpha : float, optional
         Regularization of the convex objectives (default: 10 on the synthetic
-        regression, the protocol's 1e3 on BlogFeedback, ``1/n`` for softmax
-        regression).
+        regression, on BlogFeedback the reproductions' choice on the validation
+        split (:func:`~proxfed.experiments.paper.choose_ridge_alpha`, 1 on the
+        UCI files), ``1/n`` for softmax regression).
     cache_dir : path-like, optional
         Cache of the parsed real data.
     device : str, optional
@@ -263,7 +264,14 @@ def load_problem(name: str, data_dir=None, options: dict | None = None, alpha: f
     else:
         dataset = _loader(name)(**kwargs)
     if spec.problem == "ridge":
-        alpha = (1e3 if name == "blogfeedback" else 10.0) if alpha is None else float(alpha)
+        if alpha is None and name == "blogfeedback":  # the reproductions' protocol: chosen on validation
+            from .paper import choose_ridge_alpha
+            from .published import PUBLISHED
+            from ..prox import sparsity_to_k
+
+            alpha = choose_ridge_alpha(dataset, [sparsity_to_k(dataset.n_features, s)
+                                                 for s in PUBLISHED["blogfeedback"]["sparsities"]])["alpha"]
+        alpha = 10.0 if alpha is None else float(alpha)
         problem = Ridge(dataset, alpha=alpha)
         metric = "R²"
     else:
