@@ -5,11 +5,17 @@ reuse results stored by an earlier call. A file truncated by a kill or a full di
 edited by hand, must not crash the resumed pipeline nor feed it wrong numbers: these
 readers return None (with a :class:`StoredResultWarning` naming the file and the
 problem) and the caller computes the result again, overwriting the file.
+
+The writers' side lives here too: :func:`jsonable` turns NumPy values into plain JSON types and
+:func:`write_json_atomic` writes a document through a temporary file, so that a killed writer
+never leaves the partial file these readers would have to reject.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import warnings
 import zipfile
 import zlib
@@ -17,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["StoredResultWarning", "read_back_json", "read_back_npz"]
+__all__ = ["StoredResultWarning", "read_back_json", "read_back_npz", "jsonable", "write_json_atomic"]
 
 
 class StoredResultWarning(UserWarning):
@@ -94,3 +100,51 @@ def read_back_npz(path, required=(), length: int | None = None) -> dict | None:
             _warn(path, f"damaged stored result ({wrong} do not have {length} records)")
             return None
     return arrays
+
+
+def jsonable(obj, *, nonfinite_to_none: bool = True, arrays: bool = True, other=None):
+    """``obj`` with NumPy values replaced by plain JSON types, through dicts, lists and tuples.
+
+    Dict keys become ``str(key)``, tuples lists, NumPy scalars their ``.item()`` and (with
+    ``arrays``) arrays their ``.tolist()``. A Python float that is not finite becomes None when
+    ``nonfinite_to_none`` (NumPy scalars and array entries are kept as they are). A value of
+    no JSON type (None, bool, int, float, str) is passed to ``other`` -- ``repr``, ``str``, or a
+    function that raises -- or, without ``other``, kept as it is.
+
+    As ``json.dumps(..., default=functools.partial(jsonable, other=repr))`` it is a ``default``
+    hook: arrays and NumPy scalars are converted and anything else is written as its repr.
+
+    >>> import numpy as np
+    >>> jsonable({1: (np.int64(2), float("nan")), "a": np.arange(2)})
+    {'1': [2, None], 'a': [0, 1]}
+    """
+    def walk(v):
+        if isinstance(v, dict):
+            return {str(k): walk(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [walk(x) for x in v]
+        if arrays and isinstance(v, np.ndarray):
+            return v.tolist()
+        if isinstance(v, np.generic):
+            return v.item()
+        if nonfinite_to_none and isinstance(v, float) and not math.isfinite(v):
+            return None
+        if other is not None and not (v is None or isinstance(v, (bool, int, float, str))):
+            return other(v)
+        return v
+
+    return walk(obj)
+
+
+def write_json_atomic(path, obj, *, indent: int = 2, convert: bool = True) -> None:
+    """Write ``obj`` as JSON (``indent``) through a temporary file beside ``path`` and rename it.
+
+    A killed writer never leaves a partial file. With ``convert`` the document is passed through
+    :func:`jsonable` first (non-finite floats are written as null); otherwise it is written as given.
+    Missing parent directories are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(jsonable(obj) if convert else obj, indent=indent))
+    tmp.replace(path)

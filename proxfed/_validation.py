@@ -26,7 +26,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_seed", "check_int", "check_real", "check_real_array", "check_flag", "is_int", "is_real"]
+__all__ = ["check_seed", "check_int", "check_positive_int", "check_real", "check_real_array", "check_flag", "is_int", "is_real"]
 
 
 def is_int(value) -> bool:
@@ -138,6 +138,27 @@ def check_int(value, name: str, *, minimum: int | None = None, maximum: int | No
     if (minimum is not None and np.any(a < minimum)) or (maximum is not None and np.any(a > maximum)):
         raise ValueError(f"{name} must be {' and '.join(s for s in (lo, hi) if s)}, got {a.tolist()}")
     return int(a) if a.ndim == 0 else a.astype(np.int64)
+
+
+def check_positive_int(value, name: str, *, python_only: bool = False, hint: str = ""):
+    """``value`` if it is an integer >= 1 (not a boolean); otherwise a :class:`ValueError`.
+
+    The message is ``"<name> must be a positive integer<hint>, got <value!r>"`` for a wrong type
+    as for a wrong value (unlike :func:`check_int`, whose wrong types are a :class:`TypeError`):
+    the error the many ``n >= 1`` options of the package have always raised. ``python_only``
+    refuses NumPy integers too; ``hint`` is e.g. ``" or None"`` for an optional argument.
+
+    >>> check_positive_int(3, "rounds")
+    3
+    >>> check_positive_int(2.0, "rounds")
+    Traceback (most recent call last):
+    ...
+    ValueError: rounds must be a positive integer, got 2.0
+    """
+    ok = isinstance(value, int) and not isinstance(value, bool) if python_only else is_int(value)
+    if not ok or value < 1:
+        raise ValueError(f"{name} must be a positive integer{hint}, got {value!r}")
+    return value
 
 
 def check_real(value, name: str, *, low: float | None = None, high: float | None = None, low_open: bool = False,

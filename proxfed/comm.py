@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._validation import check_positive_int
+
 __all__ = ["CommModel", "INDEX_MODELS"]
 
 INDEX_MODELS = ("none", "log2d", "bitmap", "min")
@@ -40,8 +42,7 @@ class CommModel:
     index: str = "none"
 
     def __post_init__(self):
-        if isinstance(self.value_bits, bool) or not isinstance(self.value_bits, int) or self.value_bits < 1:
-            raise ValueError(f"value_bits must be a positive integer, got {self.value_bits!r}")
+        check_positive_int(self.value_bits, "value_bits", python_only=True)
         if self.index not in INDEX_MODELS:
             raise ValueError(f"index must be one of {INDEX_MODELS}, got {self.index!r}")
 

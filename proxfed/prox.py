@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import _backend as B
+from ._validation import check_positive_int
 
 __all__ = ["ProxOperator", "Zero", "L1", "TopK", "Consensus", "per_run", "sparsity_to_k", "nan_passes_through"]
 
@@ -45,8 +46,7 @@ def sparsity_to_k(d: int, sparsity: float) -> int:
     >>> sparsity_to_k(48670, 0.9)
     4867
     """
-    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
-        raise ValueError(f"d must be a positive integer, got {d!r}")
+    check_positive_int(d, "d")
     if not 0 <= sparsity < 1:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
     k = int(d) - round(Fraction(repr(float(sparsity))) * int(d))

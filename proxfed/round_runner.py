@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from . import _backend as B
+from ._validation import check_positive_int
 from .algorithms.base import Algorithm
 from .prox import _nan_passing_through
 from .runner import RunResult, _initial_models, _merge_runs, _problem_config, _Recorder, _split_and_reference
@@ -121,8 +122,7 @@ def run_rounds(algorithm: Algorithm, problem, communications: int, *, seed=0, sp
     if not isinstance(algorithm, Algorithm):
         raise TypeError(f"algorithm must be a proxfed Algorithm, got {type(algorithm).__name__}")
     for name, v in (("communications", communications), ("every", every)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        check_positive_int(v, name)
     split, reference = _split_and_reference(problem, split, reference)
     runs = algorithm.n_runs
     if runs is None and w0 is not None and np.ndim(B.to_numpy(w0)) == 2:

@@ -6,8 +6,8 @@ The module is named ``runner`` so that ``proxfed.run`` can be the function.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
-import numbers
 import os
 import shutil
 import time
@@ -18,8 +18,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import _backend as B
-from ._validation import check_int, check_seed, is_int
-from .algorithms.base import TALLIES, Algorithm, State, _seeds_and_keys, select_runs
+from ._stored import jsonable
+from ._validation import check_int, check_positive_int, check_seed, is_int
+from .algorithms.base import TALLIES, Algorithm, State, seeds_and_keys, select_runs
 from .prox import nan_passes_through
 
 __all__ = ["run", "RunResult", "initial_models", "save_state", "load_state", "HISTORY_KEYS", "MIN_RECORD_SPACING"]
@@ -167,12 +168,8 @@ def _swap_in(new: Path, path: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _jsonable(obj):
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return repr(obj)
+#: ``json.dumps`` default hook: arrays and NumPy scalars as JSON values, anything else as its repr.
+_jsonable = functools.partial(jsonable, other=repr)
 
 
 #: Arrays every state file holds (:func:`save_state`); ``seed``, ``stretch_t``/``stretch_w`` and
@@ -322,8 +319,8 @@ def initial_models(problem, seed=0, runs: int | None = None, like=None):
 
 def _initial_models(problem, seed, runs):
     if runs is None:
-        return problem.initial_point(seed=_seeds_and_keys(seed, None)[0][0], run=0)
-    seeds, keys = _seeds_and_keys(seed, runs)
+        return problem.initial_point(seed=seeds_and_keys(seed, None)[0][0], run=0)
+    seeds, keys = seeds_and_keys(seed, runs)
     points = [problem.initial_point(seed=s, run=r) for s, r in zip(seeds, keys)]
     return B.namespace(*points).stack(points)  # stays in the problem's array library
 
@@ -523,14 +520,12 @@ def run(
     if not isinstance(algorithm, Algorithm):
         raise TypeError(f"algorithm must be a proxfed Algorithm, got {type(algorithm).__name__}")
     _check_problem(problem)
-    if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or iterations < 1:
-        raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+    check_positive_int(iterations, "iterations")
     iterations = int(iterations)
     seed = None if seed is None else check_seed(seed)
     if every is None:
         every = max(MIN_RECORD_SPACING, iterations // 200)
-    if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
-        raise ValueError(f"every must be a positive integer, got {every!r}")
+    check_positive_int(every, "every")
     split, reference = _split_and_reference(problem, split, reference)
     if record_at is not None and len(record_at):
         record_at = check_int(list(record_at) if not hasattr(record_at, "dtype") else record_at, "record_at",
@@ -538,9 +533,8 @@ def run(
     extra = np.unique(np.asarray([] if record_at is None else record_at, dtype=np.int64))
     if extra.size and (extra[0] < 1 or extra[-1] > iterations):
         raise ValueError(f"record_at must lie in [1, {iterations}], got {extra[0]}..{extra[-1]}")
-    if communications is not None and (isinstance(communications, bool)
-                                       or not isinstance(communications, numbers.Integral) or communications < 1):
-        raise ValueError(f"communications must be a positive integer or None, got {communications!r}")
+    if communications is not None:
+        check_positive_int(communications, "communications", hint=" or None")
 
     if state is None:
         seed = 0 if seed is None else seed

@@ -39,7 +39,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import _backend as B
-from ._stored import StoredResultWarning, read_back_json
+from ._stored import StoredResultWarning, read_back_json, write_json_atomic
 from .algorithms import registry as R
 from .data.dataset import FederatedDataset, Split
 
@@ -344,10 +344,7 @@ def random_search(
         best = {g: _best(trials, g, maximize) for g in groups}
         doc = dict(header, trials=trials, best={g: b for g, (b, _) in best.items()},
                    best_score={g: s for g, (_, s) in best.items()}, complete=complete)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=1))
-        tmp.replace(path)
+        write_json_atomic(path, doc, indent=1, convert=False)
 
     def run_stage(stage, batch):
         nonlocal evaluated

@@ -21,7 +21,7 @@ from torch import nn
 from torch.func import grad as func_grad
 from torch.func import vmap
 
-from proxfed import _backend as B
+from proxfed import _backend as B, _validation
 from proxfed.metrics import accuracy
 from proxfed.problems import FederatedProblem
 
@@ -131,7 +131,7 @@ class TorchProblem(FederatedProblem):
             raise ValueError(f"autocast must be None or 'bf16', got {autocast!r}")
         if not torch.empty((), dtype=dtype).is_floating_point():
             raise TypeError(f"dtype must be a floating torch dtype, got {dtype}")
-        B._check_seed(seed)
+        _validation.check_seed(seed, sequence=False)
         self.dataset = data
         self._solution = None
         self.device = normalize_device(device)

@@ -327,7 +327,7 @@ class Algorithm:
         """
         if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or iterations < 0:
             raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
-        seeds, keys = _seeds_and_keys(seed, runs)
+        seeds, keys = seeds_and_keys(seed, runs)
         p = np.broadcast_to(np.asarray(self.p, dtype=np.float64), (len(seeds),))
         if self.schedule == "fixed":
             k = np.broadcast_to(self.local_steps(), (len(seeds),))
@@ -427,7 +427,7 @@ def _check_control_variates(h, shape: tuple, name: str, zero_sum: bool) -> None:
                          f"tolerance {rel * max(scale, 1.0):.1e})")
 
 
-def _seeds_and_keys(seed, runs):
+def seeds_and_keys(seed, runs):
     """Per run, the seed and the run index of its streams: ``(seed, r)`` for one integer seed,
     ``(seed[r], 0)`` for one seed per run (checked by :func:`proxfed._validation.check_seed`)."""
     n = 1 if runs is None else int(runs)

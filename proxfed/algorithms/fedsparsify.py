@@ -33,7 +33,7 @@ from fractions import Fraction
 import numpy as np
 
 from .. import _backend as B
-from .._validation import check_int, check_real
+from .._validation import check_int, check_positive_int, check_real
 from ..comm import CommModel
 from ..prox import sparsity_to_k
 from .base import State, coin_array, gradient_step, hyper_like, latest_upload, select_runs
@@ -95,8 +95,7 @@ def fedsparsify_schedule(round, final_sparsity, rounds, initial_sparsity=0.0, st
     if not 0 <= initial_sparsity <= final_sparsity:
         raise ValueError(f"initial_sparsity must be in [0, final_sparsity], got {initial_sparsity!r}")
     for name, v in (("rounds", rounds), ("start_round", start_round), ("frequency", frequency)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        check_positive_int(v, name)
     if start_round > rounds or (start_round == rounds and rounds > 1):
         raise ValueError(f"start_round must be < rounds (or both 1), got {start_round} >= {rounds}")
     if not exponent > 0:

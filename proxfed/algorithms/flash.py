@@ -42,12 +42,11 @@ client does not hold yet.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 from .. import _backend as B
-from .._validation import check_real
+from .._validation import check_positive_int, check_real
 from ..comm import CommModel
 from ..prox import sparsity_to_k
 from .base import State, coin_array, gradient_step, hyper_like, latest_upload, select_runs
@@ -241,17 +240,14 @@ class Flash(RoundBased):
         density = check_real(density, "density", low=0.0, low_open=True, high=1.0)
         dst_rate = check_real(dst_rate, "dst_rate", low=0.0, high=1.0)
         stage1_fraction = check_real(stage1_fraction, "stage1_fraction", low=0.0, low_open=True, high=1.0)
-        if isinstance(mask_update_every, bool) or not isinstance(mask_update_every, numbers.Integral) or \
-                mask_update_every < 1:
-            raise ValueError(f"mask_update_every must be a positive integer, got {mask_update_every!r}")
+        check_positive_int(mask_update_every, "mask_update_every")
         lv = np.asarray(levels, np.float64)
         if lv.ndim != 1 or lv.size == 0 or np.any(np.diff(lv) <= 0) or lv[0] <= 0 or lv[-1] != 1.0:
             raise ValueError(f"levels must increase in (0, 1] and end with 1.0, got {levels!r}")
         if lv.size > 1 and mode != "jmwst":
             raise ValueError("hetero levels are a JMWST option (the server masks follow the averaged weights)")
-        if dst_every is not None and (isinstance(dst_every, bool) or not isinstance(dst_every, numbers.Integral)
-                                      or dst_every < 1):
-            raise ValueError(f"dst_every must be a positive integer or None, got {dst_every!r}")
+        if dst_every is not None:
+            check_positive_int(dst_every, "dst_every", hint=" or None")
         self.dst_every = dst_every
         self.density, self.mode, self.layers = float(density), mode, layers
         self.dst_rate, self.mask_update_every = float(dst_rate), int(mask_update_every)

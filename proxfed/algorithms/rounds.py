@@ -12,11 +12,11 @@ cost comes from the :class:`~proxfed.comm.CommModel`'s index model).
 
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 
 from .. import _backend as B
+from .._validation import check_positive_int, check_seed
 from ..comm import CommModel
 from .base import State
 from .baselines import _FixedSchedule
@@ -75,8 +75,7 @@ class Layers:
     """
 
     def __init__(self, segments, d: int):
-        if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1:
-            raise ValueError(f"d must be a positive integer, got {d!r}")
+        check_positive_int(d, "d")
         segs = [(int(a), int(b)) for a, b in segments]
         if not segs:
             raise ValueError("layers need at least one segment")
@@ -152,16 +151,14 @@ class RoundBased(_FixedSchedule):
     def __init__(self, gamma, local_steps, rounds, *, clients_per_round=None, seed: int = 0,
                  weighting: str = "samples", comm: CommModel = CommModel()):
         super().__init__(gamma, local_steps, comm)
-        if isinstance(rounds, bool) or not isinstance(rounds, numbers.Integral) or rounds < 1:
-            raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
-        if clients_per_round is not None and (isinstance(clients_per_round, bool) or not isinstance(
-                clients_per_round, numbers.Integral) or clients_per_round < 1):
-            raise ValueError(f"clients_per_round must be a positive integer or None, got {clients_per_round!r}")
+        check_positive_int(rounds, "rounds")
+        if clients_per_round is not None:
+            check_positive_int(clients_per_round, "clients_per_round", hint=" or None")
         if weighting not in ("samples", "uniform"):
             raise ValueError(f"weighting must be 'samples' or 'uniform', got {weighting!r}")
         self.rounds = int(rounds)
         self.clients_per_round = None if clients_per_round is None else int(clients_per_round)
-        self.seed = B._check_seed(seed)
+        self.seed = check_seed(seed, sequence=False)
         self.weighting = weighting
 
     def _hyper(self) -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _backend as B
-from .._validation import check_real
+from .._validation import check_real, check_seed
 from ._io import DataFormatError, gunzip, parse_csv, read_bytes
 from .cache import cached, source_fingerprint
 from .dataset import FederatedDataset, Split
@@ -291,7 +291,7 @@ def load_blogfeedback(
     (554, 47157, 281)
     """
     check_real(validation_fraction, "validation_fraction", low=0.0, high=1.0, high_open=True)
-    B._check_seed(seed)
+    check_seed(seed, sequence=False)
     scaling = _scaling(scale, scaling)
     if download:
         path = fetch("blogfeedback", path, url=url, sha256=sha256)

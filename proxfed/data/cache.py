@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._stored import jsonable
 from ._io import DataFormatError, atomic_path
 from .dataset import FederatedDataset, Split
 
@@ -21,15 +22,7 @@ __all__ = ["save_dataset", "load_dataset"]
 CACHE_FORMAT = 1
 
 
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
+def _refuse(value):
     raise TypeError(f"meta value of type {type(value).__name__} cannot be saved (arrays, numbers, strings, "
                     "lists and dicts of those can)")
 
@@ -82,7 +75,7 @@ def save_dataset(dataset: FederatedDataset, path) -> Path:
                 raise TypeError(f"meta[{key!r}] has dtype {value.dtype}, which cannot be saved without pickle")
             arrays[f"meta.{key}"] = value
         else:
-            other[str(key)] = _jsonable(value)
+            other[str(key)] = jsonable(value, nonfinite_to_none=False, arrays=False, other=_refuse)
     header = {"format": CACHE_FORMAT, "name": dataset.name, "meta": other}
     arrays["header"] = np.array(json.dumps(header))
     with atomic_path(path) as tmp:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _backend as B
+from .._validation import check_seed
 from ._io import DataFormatError, read_bytes, require_dir
 from .cache import cached, source_fingerprint
 from .dataset import FederatedDataset, Split
@@ -244,7 +245,7 @@ def load_femnist(
     if n_writers is not None and (isinstance(n_writers, bool) or not isinstance(n_writers, numbers.Integral)
                                   or n_writers < 1):
         raise ValueError(f"n_writers must be a positive integer or None, got {n_writers!r}")
-    B._check_seed(seed)
+    check_seed(seed, sequence=False)
     folder = require_dir(Path(path), "FEMNIST")
     key = {"loader": "femnist", "version": _VERSION, "n_writers": None if n_writers is None else int(n_writers),
            "sample": bool(sample), "seed": int(seed) if sample else 0, "invert": bool(invert)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _backend as B
-from .._validation import check_real
+from .._validation import check_real, check_seed
 from .dataset import FederatedDataset, Split
 
 __all__ = ["make_sparse_regression", "make_fedprox_synthetic"]
@@ -197,7 +197,7 @@ def make_fedprox_synthetic(
     size_offset = _check_int(size_offset, "size_offset", 1)
     check_real(size_log_mean, "size_log_mean")
     check_real(test_fraction, "test_fraction", low=0.0, high=1.0, high_open=True)
-    B._check_seed(seed)
+    check_seed(seed, sequence=False)
 
     sd = np.power(np.arange(1, n_features + 1, dtype=np.float64), -1.2) ** 0.5
     Xs, ys, Xt, yt, Ws, bs = [], [], [], [], [], []

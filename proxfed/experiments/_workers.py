@@ -14,6 +14,8 @@ import traceback
 from multiprocessing.connection import wait
 from typing import Callable, Sequence
 
+from .._validation import check_positive_int
+
 
 def balance(costs: Sequence[float], jobs: int) -> list:
     """Split task indices into at most ``jobs`` lists of similar total cost.
@@ -25,8 +27,7 @@ def balance(costs: Sequence[float], jobs: int) -> list:
     >>> balance([5, 1, 4, 2], 2)
     [[0, 1], [2, 3]]
     """
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    check_positive_int(jobs, "jobs", python_only=True)
     loads = [0.0] * min(jobs, max(1, len(costs)))
     lists: list = [[] for _ in loads]
     for i in sorted(range(len(costs)), key=lambda i: (-float(costs[i]), i)):

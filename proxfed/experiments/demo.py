@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from .._validation import check_positive_int
 from ..algorithms.registry import METHODS, RANDPROX_LAMBDA_FRACTION, theory_values
 from ..data import make_sparse_regression
 from ..problems import Ridge
@@ -94,8 +95,7 @@ def run_demo(
     unknown = set(methods) - set(DEMO_METHODS + SPARSE_TRAINING_DEMO_METHODS)
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; choose from {DEMO_METHODS + SPARSE_TRAINING_DEMO_METHODS}")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+    check_positive_int(iterations, "iterations", python_only=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dataset = make_sparse_regression(seed=seed)

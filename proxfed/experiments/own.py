@@ -20,6 +20,7 @@ writes ``tuning/<method>.json`` (every configuration, resumable),
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import shlex
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from .._stored import jsonable
 from ..prox import sparsity_to_k
 from .catalog import METHODS, build_algorithm, hyperparameters, paper_name, theory_defaults
 from .compare import group_labels, split_runs, summary_table
@@ -246,12 +248,8 @@ def run_experiment(problem, out_dir, methods, *, info: dict | None = None, spars
             "figure": figure}
 
 
-def _jsonable(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
+#: ``json.dumps`` default hook: arrays and NumPy scalars as JSON values, anything else as its str.
+_jsonable = functools.partial(jsonable, other=str)
 
 
 def _fmt(v) -> str:

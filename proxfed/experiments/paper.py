@@ -83,7 +83,8 @@ import numpy as np
 
 from .. import __version__
 from .. import _backend as B
-from .._stored import read_back_json, read_back_npz
+from .._stored import jsonable, read_back_json, read_back_npz
+from .._stored import write_json_atomic as _write_json
 from ..algorithms.registry import get_method
 from ..round_runner import last_communications, run_rounds, supports_rounds
 from ..runner import initial_models, run
@@ -284,28 +285,6 @@ def _pct(s: float) -> str:
 
 def _skey(s) -> str:
     return "dense" if s is None else f"s{round(1000 * s):04d}"
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def _write_json(path: Path, obj) -> None:
-    """Write through a temporary file and rename it, so a killed writer never leaves a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=2))
-    tmp.replace(path)
 
 
 def _data_folder(data_dir, name: str) -> Path:
@@ -594,7 +573,7 @@ class _Pipeline:
         key = {"method": method, "sparsity": s, "k": k, "params": params, "iterations": T, "seeds": seeds,
                "every": every, "split": split, "communications": communications, "budget": b.name,
                **({"driver": driver} if driver != "run" else {}), **self._dtype_key(), "data": self.data_key}
-        key = json.loads(json.dumps(_jsonable(key)))
+        key = json.loads(json.dumps(jsonable(key)))
         d = where
         if (d / "summary.json").is_file() and (d / "history.npz").is_file():
             old = read_back_json(d / "summary.json")  # (damaged: None, with a warning, and recomputed)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._stored import write_json_atomic
 from .published import METHOD_LABELS, PUBLISHED
 
 __all__ = ["LOSS_DEFINITIONS", "protocol_numbers", "compare_protocols"]
@@ -223,10 +224,8 @@ def compare_protocols(dirs: dict, out) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     md = _markdown(report)
-    from .paper import _write_json
-
     (out / "protocols.md").write_text(md)
-    _write_json(out / "protocols.json", report)
+    write_json_atomic(out / "protocols.json", report)
     _figure(dirs, out / "protocols.png")
     return {**report, "markdown": md}
 
