@@ -208,6 +208,7 @@ def variant_options(name, gamma, k=None, lam=None, grad_at="dense"):
         "accelerated_server_pruning": dict(server=top, server_order="before_h", final=top),
         "asp_modified": dict(server=top, server_order="after_h", final=top),
         "randprox_l1": dict(local=lambda v: soft(v, gamma * lam), final=top),
+        "sps_bidirectional": dict(uplink=top, server=top, server_order="after_h", final=top),
     }[name]
     if grad_at == "pruned":
         opts.update(grad_at="pruned", sparsifier=top)

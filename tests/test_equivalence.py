@@ -201,9 +201,9 @@ def test_softmax_solution_has_tiny_gradient():
 K = {"ridge": 3, "softmax": 6}
 LAM = {"ridge": 10.0, "softmax": 0.5}
 ALG1 = ["proxskip", "final_topk", "sparse_proxskip", "sparse_proxskip_local", "accelerated_server_pruning",
-        "asp_modified", "sps_modified", "randprox_l1"]
+        "asp_modified", "sps_modified", "randprox_l1", "sps_bidirectional"]
 PRUNABLE = ["sparse_proxskip", "sparse_proxskip_local", "accelerated_server_pruning", "asp_modified",
-            "sps_modified"]
+            "sps_modified", "sps_bidirectional"]
 
 
 def make_problem(which):
@@ -270,6 +270,25 @@ def test_algorithm1_trajectory(name, which):
         assert np.all(trajectory[-1]["bits_up"] == 32 * k * coins.sum())
     if name in ("proxskip", "final_topk"):  # dense uploads
         assert np.all(trajectory[-1]["bits_up"] == 32 * prob.dim * coins.sum())
+
+
+@pytest.mark.parametrize("which", ["ridge", "softmax"])
+def test_sps_bidirectional_is_k_sparse_both_ways(which):
+    """Uploads and broadcasts of Sparse-ProxSkip-Bidirectional carry K values each; SPS broadcasts dense."""
+    prob, rp, gamma, w0 = make_problem(which)
+    k, coins = K[which], coin_sequence()
+    states = {}
+    for name in ("sps_bidirectional", "sparse_proxskip"):
+        state = factory(name, gamma, 0.3, k, None).init(prob, w0)
+        for c in coins:
+            state = factory(name, gamma, 0.3, k, None).step(state, prob, bool(c))
+        states[name] = state
+    bi, sps = states["sps_bidirectional"], states["sparse_proxskip"]
+    assert np.all(bi.bits_up == 32 * k * coins.sum()) and np.all(bi.bits_up == sps.bits_up)
+    assert np.all(bi.bits_down == 32 * k * coins.sum())
+    assert np.all(sps.bits_down > 32 * k * coins.sum())
+    after = factory("sps_bidirectional", gamma, 0.3, k, None).step(bi, prob, True)
+    assert np.all(np.count_nonzero(np.asarray(after.w), axis=-1) <= k)  # every client holds the broadcast
 
 
 def test_randprox_l1_uploads_real_nnz():

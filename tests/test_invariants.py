@@ -30,6 +30,7 @@ from proxfed.algorithms import (
     proxskip,
     randprox_l1,
     sparse_proxskip,
+    sps_bidirectional,
     sparse_proxskip_local,
     sps_modified,
 )
@@ -108,6 +109,7 @@ KEEPS_ZERO_SUM = {
     "sparse_proxskip_local": lambda g, p: sparse_proxskip_local(g, p, K),
     "randprox_l1": lambda g, p: randprox_l1(g, p, lam=0.3),
     "asp_modified": lambda g, p: asp_modified(g, p, K),
+    "sps_bidirectional": lambda g, p: sps_bidirectional(g, p, K),
 }
 
 # ---------------------------------------------------------------------------------------------

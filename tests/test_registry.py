@@ -103,8 +103,12 @@ def _lam_max(problem):
 # ---------------------------------------------------------------------------------------------
 # names
 # ---------------------------------------------------------------------------------------------
+#: Methods added after the registry replaced the old name tables (issue 22's worked example of adding a method).
+ADDED_SINCE = {"sps_bidirectional"}
+
+
 def test_registry_covers_every_old_name_with_the_old_flags():
-    assert set(R.METHODS) == set(OLD_CATALOG)
+    assert set(R.METHODS) == set(OLD_CATALOG) | ADDED_SINCE
     assert tune.TUNABLE_METHODS == OLD_TUNABLE
     assert list(tune.TUNABLE_METHODS) == list(OLD_TUNABLE)
     for name, (label, schedule, sparse, rounds) in OLD_CATALOG.items():
@@ -312,13 +316,18 @@ def test_dl_make_algorithm_matches_the_old_patching(scope):
 
     data = D.random_image_clients(3, [9, 14, 6], image_shape=(3, 8, 8), n_classes=4, n_test=10, seed=1)
     prob = D.TorchProblem(data, lambda: D.resnet18(4, width=2), batch_size=4, dtype=torch.float64)
-    for name in [n for n in D.ALGORITHMS if n not in D.ROUND_BASED] + ["randprox_l1"]:
+    for name in [n for n in D.ALGORITHMS if n not in D.ROUND_BASED and n not in ADDED_SINCE] + ["randprox_l1"]:
         for kw in ({}, {"schedule": "random"}, {"grad_at": "pruned"}):
             extra = {**kw, **({"lam": 0.01} if name == "randprox_l1" else {})}
             new = D.make_algorithm(name, prob, 0.05, 0.3, sparsity=0.8, scope=scope, **extra)
             old = old_dl_make_algorithm(D, name, prob, 0.05, 0.3, sparsity=0.8, scope=scope, **extra)
             assert type(new) is type(old)
             assert _describe(new) == _describe(old), (name, kw)
+    # a method added since is built like the Algorithm-1 variants: its TopK placements prune the same scope
+    bi = D.make_algorithm("sps_bidirectional", prob, 0.05, 0.3, sparsity=0.8, scope=scope)
+    sps = D.make_algorithm("sparse_proxskip", prob, 0.05, 0.3, sparsity=0.8, scope=scope)
+    assert type(bi) is type(sps)
+    assert repr(bi.uplink) == repr(bi.server) == repr(sps.uplink) and bi.server_order == "after_h"
     with pytest.raises(ValueError, match="unknown algorithm 'Sparse-ProxSkip'"):
         D.make_algorithm("Sparse-ProxSkip", prob, 0.05, 0.5)
     assert set(D.ALGORITHMS) == set(R.METHODS) - {"randprox_l1"}

@@ -27,6 +27,7 @@ MAKERS = {
     "sparse_proxskip": lambda g, p: A.sparse_proxskip(g, p, 5),
     "accelerated_server_pruning": lambda g, p: A.accelerated_server_pruning(g, p, 5),
     "sps_modified": lambda g, p: A.sps_modified(g, p, 5),
+    "sps_bidirectional": lambda g, p: A.sps_bidirectional(g, p, 5),
     "fedht": lambda g, p: A.fedht(g, np.maximum(1, np.rint(1 / np.asarray(p))).astype(np.int64), 5),
     "scaffold": lambda g, p: A.scaffold(g, np.maximum(1, np.rint(1 / np.asarray(p))).astype(np.int64)),
 }

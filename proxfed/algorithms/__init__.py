@@ -37,6 +37,7 @@ from .meta import (
     randprox_l1,
     sparse_proxskip,
     sparse_proxskip_local,
+    sps_bidirectional,
     sps_modified,
 )
 
@@ -52,6 +53,7 @@ __all__ = [
     "asp_modified",
     "sps_modified",
     "randprox_l1",
+    "sps_bidirectional",
     "FedAvg",
     "FedHT",
     "Scaffold",

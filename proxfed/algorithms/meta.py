@@ -56,6 +56,7 @@ __all__ = [
     "asp_modified",
     "sps_modified",
     "randprox_l1",
+    "sps_bidirectional",
 ]
 
 
@@ -324,3 +325,20 @@ def randprox_l1(gamma, p, lam, k=None, *, schedule="random", comm=CommModel(),
     """
     return Algorithm1(gamma, p, local=L1(lam), final=None if k is None else _topk(k, make_topk), schedule=schedule,
                       comm=comm, name="randprox_l1")
+
+
+def sps_bidirectional(gamma, p, k, *, grad_at="dense", schedule="random", comm=CommModel(),
+                      make_topk=TopK) -> Algorithm1:
+    """Sparse-ProxSkip-Bidirectional: K-sparse uploads (SPS) and a K-sparse broadcast (ASP-modified order).
+
+    Not a variant of the paper: its Sparse-ProxSkip (line 9) combined with
+    the server prune of ASP-modified (line 11 after line 12), so that both
+    directions carry at most ``K`` values. At a communication every client
+    sets ``u_i = v_i = TopK(v_i)``, the server averages
+    ``w_bar = (1/N) sum_i u_i``, the control variates are updated against
+    the dense average, ``h_i += (p/gamma)(w_bar - u_i)`` (so
+    ``sum_i h_i = 0`` is kept), and the clients receive ``TopK(w_bar)``.
+    """
+    return Algorithm1(gamma, p, uplink=_topk(k, make_topk), server=_topk(k, make_topk), server_order="after_h",
+                      final=_topk(k, make_topk), grad_at=grad_at, schedule=schedule, comm=comm,
+                      name="sps_bidirectional")

@@ -271,6 +271,8 @@ METHODS = _methods(
     MethodSpec("sps_modified", "SPS-modified", meta.sps_modified, _A1, tunable=True, demo="main"),
     MethodSpec("randprox_l1", "RandProx-l1", _randprox_l1, _A1 + (LAM,), closed_form=False, tunable=True,
                demo="main"),
+    MethodSpec("sps_bidirectional", "Sparse-ProxSkip-Bidirectional", meta.sps_bidirectional, _A1,
+               aliases=("sps-bidirectional", "sps-bi")),
     MethodSpec("fedavg", "FedAvg", baselines.fedavg, _FIXED, needs_k=False, schedule="fixed", family="baseline"),
     MethodSpec("fedht", "FedHT", baselines.fedht, _FIXED, schedule="fixed", tunable=True, demo="main",
                family="baseline"),
