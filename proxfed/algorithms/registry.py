@@ -272,7 +272,7 @@ METHODS = _methods(
     MethodSpec("randprox_l1", "RandProx-l1", _randprox_l1, _A1 + (LAM,), closed_form=False, tunable=True,
                demo="main"),
     MethodSpec("sps_bidirectional", "Sparse-ProxSkip-Bidirectional", meta.sps_bidirectional, _A1,
-               aliases=("sps-bidirectional", "sps-bi")),
+               aliases=("sps-bidirectional", "sps-bi"), tunable=True),
     MethodSpec("fedavg", "FedAvg", baselines.fedavg, _FIXED, needs_k=False, schedule="fixed", family="baseline"),
     MethodSpec("fedht", "FedHT", baselines.fedht, _FIXED, schedule="fixed", tunable=True, demo="main",
                family="baseline"),
