@@ -103,13 +103,16 @@ def nan_passes_through():
         _TOPK_NAN.reset(token)
 
 
-def _nan_passing_through(fn):
+def nan_passing_through(fn):
     """Decorator: ``fn`` runs within :func:`nan_passes_through`."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with nan_passes_through():
             return fn(*args, **kwargs)
     return wrapper
+
+
+_nan_passing_through = nan_passing_through  # (old name, kept while other modules move over)
 
 
 def _nan_rows(x):
@@ -140,7 +143,7 @@ def _with(op, **params):
     return out
 
 
-def _check_step(step) -> None:
+def check_step(step) -> None:
     """A positive finite step; an array on another library's device is not read back (that would
     synchronize every call) -- the rules pass ``gamma / p`` of hyperparameters validated on the host."""
     if not isinstance(step, (numbers.Real, np.ndarray, np.generic)):
@@ -180,7 +183,7 @@ class Zero(ProxOperator):
 
     def prox(self, x, step):
         """Return ``x`` unchanged (after validating ``step``)."""
-        _check_step(step)
+        check_step(step)
         return x
 
     def take_runs(self, runs) -> "Zero":
@@ -209,7 +212,7 @@ class L1(ProxOperator):
 
     def prox(self, x, step):
         """``sign(x) * max(|x| - step * lam, 0)`` elementwise."""
-        _check_step(step)
+        check_step(step)
         return B.soft_threshold(x, per_run(step, x) * per_run(self.lam, x))
 
     def take_runs(self, runs) -> "L1":
@@ -278,7 +281,7 @@ class TopK(ProxOperator):
             other libraries are not checked, to keep the call free of a host
             synchronization; :func:`proxfed.run` checks its iterates itself.
         """
-        _check_step(step)
+        check_step(step)
         k = self._k_for(x)
         nan = _nan_rows(x)
         if nan is None:
@@ -329,7 +332,7 @@ class Consensus(ProxOperator):
 
     def prox(self, x, step=1.0):
         """Replace every client row by the mean over clients."""
-        _check_step(step)
+        check_step(step)
         xp = B.namespace(x)
         return xp.broadcast_to(self.mean(x), x.shape)
 

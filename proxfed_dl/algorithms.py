@@ -19,7 +19,7 @@ from proxfed import _backend as B
 from proxfed.algorithms import Algorithm
 from proxfed.algorithms.registry import METHODS
 from proxfed.algorithms.rounds import RoundBased
-from proxfed.prox import TopK, _check_step, sparsity_to_k
+from proxfed.prox import TopK, check_step, sparsity_to_k
 
 __all__ = ["WeightTopK", "track_buffers", "make_algorithm", "ALGORITHMS", "ROUND_BASED"]
 
@@ -67,7 +67,7 @@ class WeightTopK(TopK):
 
     def prox(self, x, step=1.0):
         """Keep the ``k`` largest-magnitude prunable entries of each row; the others unchanged."""
-        _check_step(step)
+        check_step(step)
         return torch.where(self.mask(x), x, torch.zeros_like(x))
 
     def value(self, x):
