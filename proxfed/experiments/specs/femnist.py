@@ -10,6 +10,8 @@ both pixel conventions) and ``alpha_check.md`` (the dense fit per ``alpha``).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from ... import _backend as B
@@ -151,8 +153,6 @@ class FemnistSpec(DatasetSpec):
 
     def diagnostics(self, pipe, loaded: Loaded, *, data_dir, cache_dir, pixels) -> dict:
         """``dense_reference.md`` and ``alpha_check.md`` (each read back when stored with the same key)."""
-        import time
-
         t0 = time.perf_counter()
         md, ref = self.dense_reference(pipe, loaded, data_dir=data_dir, cache_dir=cache_dir, pixels=pixels)
         out = {"dense_reference": md, "alpha_check": self.alpha_check(pipe, loaded, ref, pixels)}
