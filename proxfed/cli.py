@@ -349,7 +349,8 @@ def _demo(parser, args) -> int:
 
 def _reproduce(parser, args) -> int:
     """``proxfed reproduce blogfeedback|femnist|femnist-appendix-d`` (``parser``: the ``reproduce`` subparser)."""
-    from .experiments.paper import BUDGETS, PAPER_METHODS, _check_options, reproduce
+    from .experiments.options import check_options, check_sparsities
+    from .experiments.paper import BUDGETS, PAPER_METHODS, reproduce
 
     dataset = "femnist" if args.experiment.startswith("femnist") else "blogfeedback"
     if args.seed < 0:
@@ -369,14 +370,12 @@ def _reproduce(parser, args) -> int:
     if args.tuned is not None and not Path(args.tuned).expanduser().is_file():
         parser.error(f"--tuned: no such file: {args.tuned}")
     if args.sparsities is not None:
-        from .experiments.paper import _check_sparsities
-
         try:
-            _check_sparsities(dataset, args.sparsities)
+            check_sparsities(dataset, args.sparsities)
         except ValueError as exc:
             parser.error(str(exc))
     try:
-        _check_options(dataset, args.pixels, args.jobs, args.backend)
+        check_options(dataset, args.pixels, args.jobs, args.backend)
     except ValueError as exc:
         parser.error(str(exc))
     if args.methods:

@@ -402,7 +402,8 @@ def test_loader_arguments(tmp_path, call, name, error):
 
 @pytest.fixture
 def pipeline(tmp_path):
-    from proxfed.experiments.paper import Budget, _Pipeline
+    from proxfed.experiments.paper import Budget
+    from proxfed.experiments.pipeline import Pipeline as _Pipeline
 
     prob = Ridge(make_sparse_regression(n_clients=4, n_features=6, n_informative=2, seed=1), alpha=1.0)
     b = Budget("t", communications=3, seeds=2, tune_communications=1, n_stage1=1, n_stage2=0, records=3)

@@ -83,7 +83,8 @@ def test_compare_reads_a_reproduction_final_run(tmp_path, capsys):
     """The final runs of a reproduction (``runs/<method>/<sparsity>/``), written by its own code."""
     import dataclasses
 
-    from proxfed.experiments.paper import _Pipeline, get_budget
+    from proxfed.experiments.paper import get_budget
+    from proxfed.experiments.pipeline import Pipeline as _Pipeline
 
     problem, _ = load_problem("synthetic", options=TINY_DATA)
     budget = dataclasses.replace(get_budget("blogfeedback", "smoke"), seeds=2, records=4)

@@ -241,7 +241,8 @@ def test_tune_runs_the_rounds_on_the_device(problem):
 
 
 def test_final_runs_use_the_rounds_on_the_device(problem, tmp_path):
-    from proxfed.experiments.paper import BUDGETS, _Pipeline
+    from proxfed.experiments.paper import BUDGETS
+    from proxfed.experiments.pipeline import Pipeline as _Pipeline
 
     budget = BUDGETS["blogfeedback"]["smoke"]
     params = {"gamma": 1.0 / float(problem.smoothness().max()), "p": 0.3}

@@ -62,7 +62,7 @@ def test_cli_keeps_freed_memory_for_the_command_only(monkeypatch):
 @pytest.mark.skipif(_glibc() is None, reason="needs glibc")
 def test_run_json_records_the_memory_setting():
     import proxfed.memory as memory
-    from proxfed.experiments.paper import _machine
+    from proxfed.experiments._common import machine as _machine
 
     try:
         memory.keep_freed_memory()

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from proxfed.data import load_blogfeedback
-from proxfed.experiments.paper import _check_sparsities, _command, _read_tuned, get_budget, reproduce
+from proxfed.experiments.options import check_sparsities as _check_sparsities
+from proxfed.experiments.options import command as _command
+from proxfed.experiments.options import read_tuned as _read_tuned
+from proxfed.experiments.paper import get_budget, reproduce
 from proxfed.experiments.protocols import LOSS_DEFINITIONS, compare_protocols, main, protocol_numbers
 from tests.test_loaders import blog_rows, write_blog
 

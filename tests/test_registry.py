@@ -1,7 +1,7 @@
 """The method registry (proxfed.algorithms.registry): every name->constructor path builds what it built before.
 
 The reference constructions below are the name->constructor mappings as they were before the
-registry (tune.make_algorithm, catalog.build_algorithm, the demo, paper._theory_fallback,
+registry (tune.make_algorithm, catalog.build_algorithm, the demo, pipeline.theory_fallback,
 catalog.theory_defaults and proxfed_dl.make_algorithm with its patching of TopK attributes),
 written against the core factories; every registry path must give the same ``config()``.
 """
@@ -13,7 +13,7 @@ from proxfed import algorithms as A
 from proxfed import tune
 from proxfed.algorithms import registry as R
 from proxfed.data import make_sparse_regression
-from proxfed.experiments import catalog, demo, paper
+from proxfed.experiments import catalog, demo, pipeline
 from proxfed.experiments.published import METHOD_LABELS
 from proxfed.problems import Ridge
 from proxfed.prox import TopK, sparsity_to_k
@@ -223,7 +223,7 @@ def test_theory_defaults_have_one_source(ridge):
         for method in OLD_TUNABLE:
             old = ({"gamma": th["gamma"], "local_steps": max(1, int(round(1 / p)))} if method in ("fedht", "fediht")
                    else {"gamma": th["gamma"], "p": p, **({"lam": lam} if method == "randprox_l1" else {})})
-            assert paper._theory_fallback(method, ridge, p_range) == old
+            assert pipeline.theory_fallback(method, ridge, p_range) == old
 
 
 def test_method_space_reads_the_registry_ranges(ridge):

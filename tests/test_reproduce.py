@@ -248,7 +248,7 @@ def test_tune_exact_driver_scores_each_run_at_its_own_last_communication(problem
 
 
 def test_final_run_exact_driver_makes_exactly_the_horizon_per_seed(problem, tmp_path):
-    from proxfed.experiments.paper import _Pipeline
+    from proxfed.experiments.pipeline import Pipeline as _Pipeline
 
     budget = BUDGETS["blogfeedback"]["smoke"].with_driver("exact")
     assert budget.driver == "exact" and BUDGETS["blogfeedback"]["smoke"].driver == "auto"
@@ -595,7 +595,8 @@ def test_pixels_is_validated_before_any_work(tmp_path, capsys):
 
 def test_stored_final_runs_are_read_back_only_for_the_same_data_key(tmp_path):
     from proxfed.data import make_sparse_regression
-    from proxfed.experiments.paper import Budget, _Pipeline
+    from proxfed.experiments.paper import Budget
+    from proxfed.experiments.pipeline import Pipeline as _Pipeline
     from proxfed.problems import Ridge
 
     prob = Ridge(make_sparse_regression(n_clients=4, n_features=6, n_informative=2, seed=1), alpha=1.0)
@@ -625,7 +626,8 @@ def test_budget_validates_reference_iterations():
 
 def test_softmax_dense_reference_is_the_dense_fit_and_its_topk():
     from proxfed.data import make_fedprox_synthetic
-    from proxfed.experiments.paper import _dense_fit, softmax_dense_reference
+    from proxfed.experiments.paper import softmax_dense_reference
+    from proxfed.experiments.specs.softmax_checks import dense_fit as _dense_fit
     from proxfed.problems import SoftmaxRegression
 
     ds = make_fedprox_synthetic(n_clients=6, seed=1, test_fraction=0.3)
@@ -643,7 +645,8 @@ def test_softmax_dense_reference_is_the_dense_fit_and_its_topk():
 
 def test_softmax_alpha_check_fits_each_alpha():
     from proxfed.data import make_fedprox_synthetic
-    from proxfed.experiments.paper import _dense_fit, softmax_alpha_check
+    from proxfed.experiments.paper import softmax_alpha_check
+    from proxfed.experiments.specs.softmax_checks import dense_fit as _dense_fit
     from proxfed.problems import SoftmaxRegression
 
     ds = make_fedprox_synthetic(n_clients=6, seed=1, test_fraction=0.3)
@@ -704,7 +707,7 @@ def test_alpha_validation_is_refused_for_femnist(tmp_path):
 
 
 def test_row_sparsities_label_by_position_when_ks_repeat():
-    from proxfed.experiments.paper import _row_sparsities
+    from proxfed.experiments.specs.femnist import row_sparsities as _row_sparsities
 
     ks, sparsities = [2, 1, 1], [0.8, 0.9, 0.95]  # a tiny dim: 90% and 95% both keep K = 1
     rows = [{"k": k} for k in (None, *ks)] * 2
@@ -723,7 +726,7 @@ def test_row_sparsities_label_by_position_when_ks_repeat():
     ("femnist", dict(budget="smoke", main=False, appendix_d=True)),
 ])
 def test_recorded_command_asks_for_the_same_results(dataset, options):
-    from proxfed.experiments.paper import _command
+    from proxfed.experiments.options import command as _command
 
     budget = BUDGETS[dataset][options["budget"]].with_driver(options.get("driver"))
     cmd = _command(dataset, budget, methods=options.get("methods"), seed=options.get("seed", 0),
@@ -746,7 +749,7 @@ def test_recorded_command_asks_for_the_same_results(dataset, options):
 def test_recorded_command_flags_a_custom_budget():
     from dataclasses import replace
 
-    from proxfed.experiments.paper import _command
+    from proxfed.experiments.options import command as _command
 
     custom = replace(BUDGETS["blogfeedback"]["small"], communications=2000)
     cmd = _command("blogfeedback", custom, methods=None, seed=0, alpha=None, appendix_d=False, main=True,

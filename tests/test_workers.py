@@ -66,7 +66,8 @@ def test_run_forked_returns_each_tasks_result_and_reports_failures(tmp_path):
 
 def test_final_runs_in_workers_equal_one_process(tmp_path):
     from proxfed.data import make_sparse_regression
-    from proxfed.experiments.paper import Budget, _Pipeline
+    from proxfed.experiments.paper import Budget
+    from proxfed.experiments.pipeline import Pipeline as _Pipeline
     from proxfed.problems import Ridge
 
     prob = Ridge(make_sparse_regression(n_clients=5, n_features=8, n_informative=3, seed=2), alpha=1.0)
@@ -114,7 +115,8 @@ def test_reproduce_and_cli_validate_jobs(tmp_path, capsys):
 def test_workers_share_the_parents_blas_threads(tmp_path):
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from proxfed.experiments.paper import Budget, _Pipeline
+    from proxfed.experiments.paper import Budget
+    from proxfed.experiments.pipeline import Pipeline as _Pipeline
 
     b = Budget("t", communications=1, seeds=1, tune_communications=1, n_stage1=1, n_stage2=0)
     pipe = _Pipeline("blogfeedback", tmp_path, b, (), 0, False, lambda *_: None)
