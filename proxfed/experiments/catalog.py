@@ -257,10 +257,10 @@ def load_problem(name: str, data_dir=None, options: dict | None = None, alpha: f
     if name == "femnist":
         kwargs = {"n_writers": 100, "invert": True, **kwargs}
     if spec.needs_dir:
-        from .paper import _data_folder
+        from ._common import data_folder
 
         kwargs["cache_dir"] = cache_dir
-        dataset = _loader(name)(_data_folder(data_dir, name), **kwargs)
+        dataset = _loader(name)(data_folder(data_dir, name), **kwargs)
     else:
         dataset = _loader(name)(**kwargs)
     if spec.problem == "ridge":

@@ -85,10 +85,10 @@ from .. import _backend as B
 from .._stored import write_json_atomic as write_json
 from . import budgets as budget_module
 from . import specs as spec_registry
-from ._common import data_folder, machine
+from ._common import machine
 from .appendix_d import APPENDIX_D_METHODS  # (re-exported, as the next imports' public names)
 from .budgets import Budget
-from .options import check_options, check_request, check_sparsities, command
+from .options import check_request, command
 from .pipeline import Pipeline, final_runs, tune_all
 from .report import write_readme, write_results
 from .specs import SPECS, DatasetSpec, get_budget, get_spec
@@ -132,9 +132,6 @@ BUDGETS = spec_registry.BUDGETS
 RIDGE_ALPHA_GRID = blogfeedback_spec.RIDGE_ALPHA_GRID
 #: The test metric's name per dataset.
 METRIC_LABEL = {name: spec.metric_label for name, spec in SPECS.items()}
-
-# the old private names, for callers not yet switched to the public ones (catalog: data_folder)
-_check_options, _check_sparsities, _data_folder = check_options, check_sparsities, data_folder
 
 
 def reproduce(
