@@ -103,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _reproduce_cifar10(parser, args) -> int:
     """``proxfed reproduce cifar10``: :func:`proxfed_dl.reproduce.reproduce_cifar10` (torch needed).
 
-    ``parser`` is the ``reproduce`` subparser (its ``error`` reports usage errors).
+    Found through :mod:`proxfed.extensions` (the core does not import
+    ``proxfed_dl``). ``parser`` is the ``reproduce`` subparser (its ``error``
+    reports usage errors).
     """
     if args.alpha is not None:
         parser.error("--alpha does not apply to cifar10")
@@ -113,17 +115,20 @@ def _reproduce_cifar10(parser, args) -> int:
         parser.error("--jobs applies to blogfeedback and femnist")
     if args.driver is not None:
         parser.error("--driver applies to blogfeedback and femnist")
+    from . import extensions
+
     try:
-        from proxfed_dl.algorithms import ALGORITHMS
-        from proxfed_dl.reproduce import CIFAR10_METHODS, reproduce_cifar10
-    except ImportError as err:
-        parser.error(f"reproduce cifar10 needs torch (pip install 'proxfed[dl]'): {err}")
+        known = extensions.load("torch methods", purpose="reproduce cifar10")
+        default_methods = extensions.load("reproduce cifar10 methods")
+        reproduce_cifar10 = extensions.load("reproduce cifar10")
+    except extensions.MissingExtension as err:
+        parser.error(str(err))
     if args.seed < 0:
         parser.error("--seed must be >= 0")
-    methods = tuple(args.methods) if args.methods else CIFAR10_METHODS
-    bad = [m for m in methods if m not in ALGORITHMS]
+    methods = tuple(args.methods) if args.methods else default_methods
+    bad = [m for m in methods if m not in known]
     if bad:
-        parser.error(f"unknown methods {bad}; choose from {', '.join(ALGORITHMS)}")
+        parser.error(f"unknown methods {bad}; choose from {', '.join(known)}")
     _check_paths(parser, args)
     reproduce_cifar10(args.data_dir, args.out, budget=args.budget, methods=methods, seed=args.seed,
                       progress=not args.no_progress)

@@ -179,7 +179,7 @@ def distribute(algorithm: Algorithm, problem, *, mode: str = "auto", group=None)
         raise RuntimeError("torch.distributed is not initialized (call init_process_group, or launch with torchrun)")
     alg = copy.copy(algorithm)
     alg.consensus = DistributedConsensus(problem.n_clients_total, mode=mode, group=group)
-    problem._reduce = lambda t: _all_reduce_sum(t, group)
+    problem.process_sum = lambda t: _all_reduce_sum(t, group)
     return alg
 
 

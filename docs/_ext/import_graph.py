@@ -31,9 +31,9 @@ ALLOWLIST = ROOT / "tests" / "size_allowlist.json"
 #: The layers, bottom first: (name, what lives there, module names). A name stands for that module
 #: and, for a package, every module under it. A module may import from its own layer and below.
 LAYERS = (
-    ("foundation", "array-library primitives, input checks, stored-state helpers, threads",
+    ("foundation", "array-library primitives, input checks, stored-state helpers, threads, extension registry",
      ("proxfed._backend", "proxfed._validation", "proxfed._stored", "proxfed.threads", "proxfed.memory",
-      "proxfed.kernels")),
+      "proxfed.kernels", "proxfed.extensions")),
     ("operators", "prox operators, communication accounting, metrics, stepsizes from L and mu",
      ("proxfed.prox", "proxfed.comm", "proxfed.metrics", "proxfed.theory")),
     ("data and problems", "datasets, loaders, partitioners, generators; smooth federated objectives",
