@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from pathlib import Path
+
+from .cli_checks import check_out, data_dir_problem, missing_dirs
 
 __all__ = ["main", "build_parser"]
 
@@ -180,7 +181,7 @@ def _run(parser, args) -> int:
 
     if args.command in COMMANDS:  # the config file and the defaults (usage errors before anything is made)
         prepare(_subparser(parser, args.command), args)
-    made = [d for out in _output_dirs(args) for d in _missing_dirs(Path(out))]
+    made = [d for out in _output_dirs(args) for d in missing_dirs(Path(out))]
     ok = False
     try:
         status = _main(parser, args)
@@ -233,16 +234,6 @@ def _default_out(args) -> str:
     return f"proxfed-results/{dataset}-{args.budget}"
 
 
-def _missing_dirs(path: Path) -> list:
-    """``path`` and those of its parents that do not exist yet, deepest first."""
-    path = Path(os.path.abspath(path.expanduser()))
-    missing = []
-    while not path.exists() and not path.is_symlink() and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    return missing
-
-
 def _remove_empty(dirs) -> None:
     """Remove those of ``dirs`` (deepest first) that exist and are empty directories."""
     for d in dirs:
@@ -254,59 +245,10 @@ def _remove_empty(dirs) -> None:
 
 def _check_paths(sub, args) -> None:
     """Usage errors for a ``--data-dir`` without the experiment's files and an ``--out`` that cannot be written."""
-    problem = _data_dir_problem(args.experiment, Path(args.data_dir).expanduser())
+    problem = data_dir_problem(args.experiment, Path(args.data_dir).expanduser())
     if problem:
         sub.error(f"--data-dir {args.data_dir}: {problem}")
-    _check_out(sub, args.out)
-
-
-def _check_out(sub, out) -> None:
-    """A usage error unless ``out`` is a writable directory or can be made as one."""
-    path = Path(os.path.abspath(Path(out).expanduser()))
-    missing = _missing_dirs(path)
-    existing = missing[-1].parent if missing else path
-    if not existing.is_dir():
-        what = "exists and is not a directory" if existing == path else f"{existing} is not a directory"
-        sub.error(f"--out {out}: {what}")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        what = "is not writable" if existing == path else f"cannot be made: {existing} is not writable"
-        sub.error(f"--out {out}: {what}")
-
-
-def _data_dir_problem(experiment: str, path: Path) -> str | None:
-    """What ``--data-dir`` lacks for ``experiment`` (None: the files the loader reads are there)."""
-    if not path.exists():
-        return "no such file or directory"
-    if experiment == "cifar10":
-        return _cifar10_problem(path)
-    dataset = "femnist" if experiment.startswith("femnist") else "blogfeedback"
-    folder = path / dataset if (path / dataset).is_dir() else path
-    if dataset == "femnist":
-        if not all((folder / split).is_dir() for split in ("train", "test")):
-            return "no FEMNIST train/ and test/ folders (LEAF's output) in it or in its femnist/ folder"
-        return None
-    if folder.is_file():
-        return None  # the UCI zip; the loader checks its members
-    from .data.blogfeedback import TEST_PATTERN, TRAIN_NAMES
-
-    names = [p.name for p in folder.iterdir()]
-    if not any(n in TRAIN_NAMES for n in names) or not any(TEST_PATTERN.match(n) for n in names):
-        return ("no BlogFeedback files (blogData_train.csv and blogData_test-*.csv, or the UCI zip) in it or in "
-                "its blogfeedback/ folder")
-    return None
-
-
-def _cifar10_problem(path: Path) -> str | None:
-    """What a CIFAR-10 ``--data-dir`` lacks (see :func:`proxfed.data.read_cifar10`)."""
-    from .data.cifar10 import FOLDER, META, TEST_BATCH, TRAIN_BATCHES
-
-    if path.is_file():
-        return None  # the .tar.gz; the loader checks its members
-    folder = path / FOLDER if (path / FOLDER).is_dir() and not (path / META).exists() else path
-    missing = [n for n in (*TRAIN_BATCHES, TEST_BATCH, META) if not (folder / n).is_file()]
-    if missing:
-        return f"no CIFAR-10 python batches ({', '.join(missing)} missing) in it or in its {FOLDER}/ folder"
-    return None
+    check_out(sub, args.out)
 
 
 def _main(parser, args) -> int:
@@ -346,7 +288,7 @@ def _demo(parser, args) -> int:
     bad = [m for m in methods if m not in DEMO_METHODS + SPARSE_TRAINING_DEMO_METHODS]
     if bad:
         parser.error(f"unknown methods {bad}; choose from {', '.join(DEMO_METHODS + SPARSE_TRAINING_DEMO_METHODS)}")
-    _check_out(parser, args.out)
+    check_out(parser, args.out)
     run_demo(args.out, sparsity=args.sparsity, iterations=args.iterations, seed=args.seed,
              alpha=args.alpha, methods=methods, progress=not args.no_progress)
     return 0

@@ -271,23 +271,25 @@ def _methods(parser, args, allowed=None) -> list:
 
 
 def _check_data(parser, args) -> None:
-    from .cli import _data_dir_problem
+    from .cli_checks import data_dir_problem
     from .experiments.catalog import DATASETS
 
     spec = DATASETS[args.dataset]
     if spec.problem == "torch":
+        from .extensions import MissingExtension, load
+
         try:
-            import proxfed_dl  # noqa: F401
-        except ImportError as err:
-            parser.error(f"{option_name(args, 'dataset')} {args.dataset} needs torch: pip install 'proxfed[dl]' "
-                         f"({err})")
+            load("torch problem")
+        except MissingExtension as err:
+            parser.error(f"{option_name(args, 'dataset')} {args.dataset} needs {err.requirement}: {err.install} "
+                         f"({err.__cause__})")
     if spec.needs_dir and not args.data_dir:
         parser.error(f"--data-dir is required for {args.dataset}")
     if not spec.needs_dir and args.data_dir:
         parser.error(f"{option_name(args, 'data_dir')} does not apply to {args.dataset} (a built-in generator; "
                      "its options are --data-option KEY=VALUE)")
     if spec.needs_dir:
-        problem = _data_dir_problem(args.dataset, Path(args.data_dir).expanduser())
+        problem = data_dir_problem(args.dataset, Path(args.data_dir).expanduser())
         if problem:
             parser.error(f"{option_name(args, 'data_dir')} {args.data_dir}: {problem}")
 
@@ -320,7 +322,7 @@ def _progress(args) -> bool:
 def main_run(parser, args) -> int:
     """``proxfed run`` (``parser``: its subparser)."""
     from . import _backend as B
-    from .cli import _check_out
+    from .cli_checks import check_out
     from .experiments.catalog import DATASETS, METHODS
     from .experiments.own import run_experiment
 
@@ -356,7 +358,7 @@ def main_run(parser, args) -> int:
             like = B.array_template(args.backend, args.device, args.dtype)
         except Exception as exc:  # noqa: BLE001 - an unknown or absent device fails in the library's own way
             parser.error(f"--backend {args.backend} --device {args.device}: {' '.join(str(exc).split())}")
-    _check_out(parser, args.out)
+    check_out(parser, args.out)
     problem, info = _load(parser, args, options)
     _check_k(parser, args, problem.dim)
     run_experiment(problem, args.out, methods, info=info, sparsity=args.sparsity, k=args.k, gamma=args.gamma,
@@ -380,7 +382,7 @@ def _replay_options(args, methods, options) -> dict:
 
 def main_tune(parser, args) -> int:
     """``proxfed tune`` (``parser``: its subparser)."""
-    from .cli import _check_out
+    from .cli_checks import check_out
     from .experiments.catalog import DATASETS
     from .experiments.own import tune_experiment
     from .tune import TUNABLE_METHODS
@@ -397,7 +399,7 @@ def main_tune(parser, args) -> int:
         lo, hi = getattr(args, dest)
         if lo > hi:
             parser.error(f"{option_name(args, dest)} {lo:g} {hi:g}: LO must be <= HI")
-    _check_out(parser, args.out)
+    check_out(parser, args.out)
     problem, info = _load(parser, args, options)
     _check_k(parser, args, problem.dim)
     tune_experiment(problem, args.out, methods, info=info, sparsity=args.sparsity, k=args.k,
@@ -411,7 +413,7 @@ def main_tune(parser, args) -> int:
 
 def main_compare(parser, args) -> int:
     """``proxfed compare DIR...`` (``parser``: its subparser)."""
-    from .cli import _check_out
+    from .cli_checks import check_out
     from .experiments.compare import compare_results, find_run_dirs
 
     for d in args.dirs:
@@ -421,7 +423,7 @@ def main_compare(parser, args) -> int:
         if not find_run_dirs(path):
             parser.error(f"{d}: no results in it (no config.json and history.npz of a saved run, a proxfed run "
                          "directory or a reproduction)")
-    _check_out(parser, args.out)
+    check_out(parser, args.out)
     compare_results([Path(d).expanduser() for d in args.dirs], args.out, thresholds=tuple(args.threshold),
                     title=args.title)
     return 0

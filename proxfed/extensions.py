@@ -23,6 +23,7 @@ ENTRIES = {
     "reproduce cifar10": "proxfed_dl.reproduce:reproduce_cifar10",
     "reproduce cifar10 methods": "proxfed_dl.reproduce:CIFAR10_METHODS",
     "torch methods": "proxfed_dl.algorithms:ALGORITHMS",
+    "torch problem": "proxfed_dl:TorchProblem",
 }
 
 #: Top-level package -> (what it needs, the ``pip install`` that brings it).

@@ -20,7 +20,7 @@ PUBLIC_MODULES = [
     "proxfed.theory", "proxfed.metrics", "proxfed.algorithms.rounds", "proxfed.algorithms.registry", "proxfed.data", "proxfed.experiments", "proxfed.experiments.demo",
     "proxfed.experiments.plots", "proxfed.experiments.catalog", "proxfed.experiments.own",
     "proxfed.experiments.compare", "proxfed.experiments.protocols", "proxfed.cli", "proxfed.cli_own",
-    "proxfed.config_file", "proxfed.tune", "proxfed_dl", "proxfed_dl.distributed",
+    "proxfed.config_file", "proxfed.extensions", "proxfed.tune", "proxfed_dl", "proxfed_dl.distributed",
     "proxfed_dl.experiments", "proxfed_dl.reproduce",
 ]
 

@@ -47,7 +47,7 @@ LAYERS = (
     ("experiments", "paper reproductions, the method and dataset catalog, own experiments, plots, tables",
      ("proxfed.experiments",)),
     ("interfaces", "the command line and its configuration files",
-     ("proxfed.cli", "proxfed.cli_own", "proxfed.config_file", "proxfed.__main__")),
+     ("proxfed.cli", "proxfed.cli_own", "proxfed.cli_checks", "proxfed.config_file", "proxfed.__main__")),
 )
 
 #: Subpackages drawn as one box in the diagram (their modules are listed in the tables).
