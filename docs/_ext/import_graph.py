@@ -42,7 +42,7 @@ LAYERS = (
      ("proxfed.algorithms",)),
     ("drivers", "the run loop and its drivers, closed-form rounds, random search; the package's public facade",
      ("proxfed.run_files", "proxfed.recording", "proxfed.run_setup", "proxfed.drivers", "proxfed.iteration_driver",
-      "proxfed.runner", "proxfed.round_runner", "proxfed.tune", "proxfed")),
+      "proxfed.runner", "proxfed.round_runner", "proxfed.search_space", "proxfed.search", "proxfed.tune", "proxfed")),
     ("DL extension", "torch models and gradient oracles plugged into the same rules and drivers",
      ("proxfed_dl",)),
     ("experiments", "paper reproductions, the method and dataset catalog, own experiments, plots, tables",
