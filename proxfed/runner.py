@@ -181,6 +181,8 @@ def run(
     record_at = np.unique(np.asarray([] if record_at is None else record_at, dtype=np.int64))
     if communications is not None:
         check_positive_int(communications, "communications", hint=" or None")
+    if state is not None and iterations is None and communications is not None and driver != "rounds":
+        raise ValueError("a resumed run with communications needs iterations (a cap)")
     chosen = choose_driver(algorithm, problem, driver, iterations=iterations, communications=communications,
                            w0=w0, seed=0 if seed is None else seed)
     if chosen == "rounds":
@@ -191,8 +193,6 @@ def run(
         return _run_rounds(algorithm, problem, communications, seed=0 if seed is None else seed, split=split,
                            every=every, w0=w0, reference=reference, progress=progress)
     if iterations is None:  # the exact driver, up to the last run's communications-th coin
-        if state is not None:
-            raise ValueError("a resumed run with communications needs iterations (a cap)")
         s = 0 if seed is None else seed
         iterations = exact_horizon(algorithm, communications, seed=s, runs=count_runs(algorithm, s, w0))
     if every is None:

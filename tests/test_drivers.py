@@ -135,5 +135,11 @@ def test_rounds_refuse_the_options_of_the_iteration_loop(ridge):
 
 def test_a_resumed_exact_run_needs_a_cap(ridge):
     first = proxfed.run(A.proxskip(0.01, 0.3), ridge, 10, seed=0)
-    with pytest.raises(ValueError, match="cap"):
-        proxfed.run(A.proxskip(0.01, 0.3), ridge, communications=3, driver="exact", state=first.state)
+    for driver in ("exact", "auto"):
+        with pytest.raises(ValueError, match="cap"):
+            proxfed.run(A.proxskip(0.01, 0.3), ridge, communications=3, driver=driver, state=first.state)
+    with pytest.raises(ValueError, match="state"):
+        proxfed.run(A.proxskip(0.01, 0.3), ridge, communications=3, driver="rounds", state=first.state)
+    # with a cap, a resumed exact run goes on as today
+    again = proxfed.run(A.proxskip(0.01, 0.3), ridge, 40, communications=3, state=first.state)
+    assert int(again.state.communications) - int(first.state.communications) == 3
