@@ -14,68 +14,18 @@ runs end after the same number of communications, at different iterations.
 
 from __future__ import annotations
 
-import numbers
-import time
-
 import numpy as np
 
 from . import _backend as B
 from ._validation import check_positive_int
-from .algorithms.base import Algorithm
-from .prox import _nan_passing_through
-from .runner import RunResult, _initial_models, _merge_runs, _problem_config, _Recorder, _split_and_reference
+from .algorithms.base import Algorithm, State
+from .drivers import Driver, NoClosedForm, communication_times, last_communications, supports_rounds
+from .recording import Recorder, RunResult
+from .run_setup import merge_runs, problem_config
 
 __all__ = ["run_rounds", "communication_times", "last_communications", "supports_rounds", "NoClosedForm"]
 
 
-class NoClosedForm(ValueError):
-    """The algorithm has no closed-form local phase on this problem (:func:`run_rounds` refuses it)."""
-
-
-def supports_rounds(algorithm: Algorithm, problem, w0=None, seed=0) -> bool:
-    """Whether :func:`run_rounds` can run ``algorithm`` on ``problem`` (a closed-form local phase).
-
-    Checked on the state :func:`run_rounds` would start from (``w0``, or the
-    problem's default start for ``seed``): the rule's local steps must be
-    dense gradient steps with fixed control variates and the problem must
-    have :meth:`local_steps` for those iterates (ridge; float arrays of NumPy, torch or CuPy).
-    """
-    if not isinstance(algorithm, Algorithm):
-        raise TypeError(f"algorithm must be a proxfed Algorithm, got {type(algorithm).__name__}")
-    runs = algorithm.n_runs
-    state = algorithm.init(problem, _initial_models(problem, seed, runs) if w0 is None else w0)
-    return bool(algorithm.can_jump(problem, state))
-
-
-def communication_times(algorithm: Algorithm, communications: int, seed=0, runs: int | None = None) -> np.ndarray:
-    """The iterations (0-based) of the first ``communications`` coins of every run, shape ``(R, C)``.
-
-    The coins are the algorithm's (:meth:`Algorithm.coins`, the same streams
-    as :func:`proxfed.run` draws), extended until every run has
-    ``communications`` of them.
-    """
-    n = 1 if runs is None else int(runs)
-    p = float(np.min(np.asarray(algorithm.p, dtype=np.float64)))
-    length = max(16, int(np.ceil(1.5 * communications / p)) + 64)
-    while True:
-        coins = np.asarray(algorithm.coins(length, seed=seed, runs=runs)).reshape(n, length)
-        if np.all(coins.sum(axis=1) >= communications):
-            return np.stack([np.flatnonzero(c)[:communications] for c in coins])
-        length *= 2
-
-
-def last_communications(algorithm: Algorithm, communications: int, seed=0, runs: int | None = None,
-                        cap: int | None = None) -> np.ndarray:
-    """Each run's iteration count at its ``communications``-th communication, shape ``(R,)``, at most ``cap``.
-
-    The horizon of :func:`proxfed.run` with ``communications`` (the
-    ``exact`` driver of the reproductions and of the tuning).
-    """
-    own = communication_times(algorithm, communications, seed=seed, runs=runs)[:, -1] + 1
-    return own if cap is None else np.minimum(own, int(cap))
-
-
-@_nan_passing_through  # (a diverging run's NaN reaches its iterates through TopK, where it is caught)
 def run_rounds(algorithm: Algorithm, problem, communications: int, *, seed=0, split: str | None = "auto",
                every: int = 1, w0=None, reference="auto", progress: bool = False) -> RunResult:
     """Run ``communications`` rounds of every run; local phases in closed form.
@@ -111,92 +61,118 @@ def run_rounds(algorithm: Algorithm, problem, communications: int, *, seed=0, sp
         iterates or loss become non-finite is frozen at its last finite
         record (a single run stops there).
 
+    Notes
+    -----
+    The same as ``proxfed.run(algorithm, problem, communications=communications, driver="rounds", ...)``.
+
     Raises
     ------
     NoClosedForm
         (a ``ValueError``) when the algorithm cannot jump over local steps on
         this problem (use :func:`proxfed.run`).
     """
-    from tqdm.auto import tqdm
+    from .runner import run  # (runner imports this module's driver)
 
     if not isinstance(algorithm, Algorithm):
         raise TypeError(f"algorithm must be a proxfed Algorithm, got {type(algorithm).__name__}")
     for name, v in (("communications", communications), ("every", every)):
         check_positive_int(v, name)
-    split, reference = _split_and_reference(problem, split, reference)
-    runs = algorithm.n_runs
-    if runs is None and w0 is not None and np.ndim(B.to_numpy(w0)) == 2:
-        runs = int(np.shape(w0)[0])
-    if runs is None and not isinstance(seed, numbers.Integral):
-        runs = len(np.asarray(seed).ravel())
-    state = algorithm.init(problem, _initial_models(problem, seed, runs) if w0 is None else w0)
-    if not algorithm.can_jump(problem, state):
-        raise NoClosedForm(f"{algorithm.name} has no closed-form local phase on this problem; use proxfed.run")
-    batch = state.batch_shape
-    times = communication_times(algorithm, int(communications), seed=seed, runs=runs)  # (R, C)
-    gaps = np.diff(times, axis=1, prepend=-1)  # iterations per round, >= 1
-    iters = np.zeros(times.shape[0], np.int64)
+    return run(algorithm, problem, communications=communications, driver="rounds", seed=seed, split=split,
+               every=every, w0=w0, reference=reference, progress=progress)
 
-    recorder = _Recorder(algorithm, problem, None, split, reference)
-    frozen = np.zeros(times.shape[0], bool)
-    config = {"algorithm": algorithm.config(), "problem": _problem_config(problem), "communications": communications,
-              "seed": seed if isinstance(seed, numbers.Integral) else np.asarray(seed).tolist(), "every": every,
-              "split": split, "driver": "run_rounds", "array_namespace": B.namespace(state.w).__name__,
-              "dtype": str(state.w.dtype)}
-    shape_of = (lambda a: a.reshape(batch)) if batch else (lambda a: a[0])
-    t0 = time.perf_counter()
 
-    def record(st):
-        row = recorder.compute(st, time.perf_counter() - t0)
-        row["iteration"] = row["local_steps"] = shape_of(iters.astype(np.float64))
+class RoundDriver(Driver):
+    """The round strategy of :class:`~proxfed.drivers.Driver`'s loop (the ``"rounds"`` driver of :func:`proxfed.run`).
+
+    Every loop step is one communication round of every run that is not
+    frozen: its local steps up to its next coin in closed form
+    (``problem.local_steps`` with a per-run count), then that
+    communication (:meth:`Algorithm.finish_step`).
+
+    Raises
+    ------
+    NoClosedForm
+        When the rule has no closed-form local phase on the problem from ``state``.
+    """
+
+    def __init__(self, algorithm, problem, state: State, *, communications: int, seed, split, reference,
+                 every: int, runs):
+        if not algorithm.can_jump(problem, state):
+            raise NoClosedForm(f"{algorithm.name} has no closed-form local phase on this problem; use proxfed.run")
+        self.algorithm, self.problem = algorithm, problem
+        self.communications, self.every = int(communications), every
+        self.batch = batch = state.batch_shape
+        self.total, self.desc = communications, algorithm.name
+        times = communication_times(algorithm, int(communications), seed=seed, runs=runs)  # (R, C)
+        self.runs = times.shape[0]
+        self.gaps = np.diff(times, axis=1, prepend=-1)  # iterations per round, >= 1
+        self.iters = np.zeros(self.runs, np.int64)
+        self.good_iters = self.iters.copy()
+        self.recorder = Recorder(algorithm, problem, None, split, reference)
+        self.held = np.zeros(batch, bool)
+        self.config = {"algorithm": algorithm.config(), "problem": problem_config(problem),
+                       "communications": communications, "seed": seed if isinstance(seed, int) else list(seed),
+                       "every": every, "split": split, "driver": "run_rounds",
+                       "array_namespace": B.namespace(state.w).__name__, "dtype": str(state.w.dtype)}
+        self.m = 0  # rounds done
+
+    def _shape(self, a: np.ndarray):
+        """A per-run array (R,) in the batch shape (a scalar for a single run)."""
+        return a.reshape(self.batch) if self.batch else a[0]
+
+    def done(self) -> bool:
+        return self.m >= self.communications
+
+    def advance(self, state: State) -> tuple:
+        # the round's gaps[m] local steps at once (its last one included), then its communication
+        frozen = np.ravel(self.frozen)
+        k = np.where(frozen, 0, self.gaps[:, self.m])
+        kk = int(k[0]) if np.all(k == k[0]) else self._shape(k)
+        local = self.problem.local_steps(state.w, state.h, self.algorithm.gamma, kk)
+        new = self.algorithm.finish_step(state, self.problem, self._shape(~frozen) if self.batch else True, local)
+        self.iters = self.iters + k
+        self.m += 1
+        return new.replace(t=int(self.iters.max())), 1
+
+    def nonfinite(self, new: State) -> np.ndarray:
+        return self._shape(~finite_runs(new.w, self.runs))
+
+    def record_due(self, state: State, bad: np.ndarray) -> bool:
+        return bool(np.any(bad)) or self.m % self.every == 0 or self.m == self.communications
+
+    def row(self, state: State) -> dict:
+        row = super().row(state)
+        row["iteration"] = row["local_steps"] = self._shape(self.iters.astype(np.float64))
         return row
 
-    status, message = "completed", f"completed {communications} communications"
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        recorder.append(record(state))
-        good, good_iters = state, iters.copy()
-        with tqdm(total=communications, disable=not progress, desc=algorithm.name, leave=False) as bar:
-            for m in range(communications):
-                # the round's gaps[m] local steps at once (its last one included), then its communication
-                k = np.where(frozen, 0, gaps[:, m])
-                kk = int(k[0]) if np.all(k == k[0]) else shape_of(k)
-                local = problem.local_steps(state.w, state.h, algorithm.gamma, kk)
-                new = algorithm.finish_step(state, problem, shape_of(~frozen) if batch else True, local)
-                if frozen.any():  # frozen runs stay at their last finite record
-                    new = _merge_runs(shape_of(~frozen), new, good)
-                iters = iters + np.where(frozen, 0, gaps[:, m])
-                new = new.replace(t=int(iters.max()))
-                bad = ~_finite_runs(new.w, times.shape[0]) & ~frozen
-                last = m + 1 == communications
-                if bad.any() or (m + 1) % every == 0 or last:
-                    row = record(new) if not bad.any() else None
-                    if row is not None:
-                        bad = bad | (~np.isfinite(np.atleast_1d(row["loss"])) & ~frozen)
-                    if bad.any():
-                        if not batch:
-                            status, message = "diverged", (f"diverged in round {m + 1}; kept the state of the "
-                                                           "last finite record")
-                            state = good
-                            break
-                        frozen = frozen | bad
-                        iters = np.where(bad, good_iters, iters)
-                        new = _merge_runs(shape_of(~frozen), new, good)
-                        row = record(new)
-                    recorder.append(row)
-                    good, good_iters = new, iters.copy()
-                state = new
-                bar.update(1)
-                if frozen.all():
-                    break
-    if status == "completed" and frozen.any():
-        status = "diverged"
-        message = f"runs {np.flatnonzero(frozen).tolist()} diverged and were frozen at their last finite record"
-    state = state.with_host_tallies()
-    return RunResult(w=algorithm.output(state), state=state, history=recorder.history(), status=status,
-                     message=message, config=config, diverged=shape_of(frozen) if batch else np.asarray(status == "diverged"))
+    def check_loss(self, bad: np.ndarray) -> bool:
+        return not np.any(bad)  # (a round that froze runs records without a loss check)
+
+    def freeze(self, new: State, good: State, hold: np.ndarray, newly: np.ndarray) -> State:
+        self.iters = np.where(np.ravel(newly), self.good_iters, self.iters)
+        return merge_runs(~hold, new, good)
+
+    def recorded(self, state: State) -> None:
+        self.good_iters = self.iters.copy()
+
+    def diverged_message(self, cause: str, state: State, good: State) -> str:
+        return f"diverged in round {self.m}; kept the state of the last finite record"
+
+    def result(self, state: State, status: str, message: str) -> RunResult:
+        """The :class:`~proxfed.RunResult` of the loop's outcome."""
+        frozen = self.frozen
+        if status == "completed":
+            message = f"completed {self.communications} communications"
+        if status == "completed" and frozen.any():
+            status = "diverged"
+            message = f"runs {np.flatnonzero(frozen).tolist()} diverged and were frozen at their last finite record"
+        state = state.with_host_tallies()
+        diverged = self._shape(np.ravel(frozen)) if self.batch else np.asarray(status == "diverged")
+        return RunResult(w=self.algorithm.output(state), state=state, history=self.recorder.history(), status=status,
+                         message=message, config=self.config, diverged=diverged)
 
 
-def _finite_runs(W, runs: int) -> np.ndarray:
+def finite_runs(W, runs: int) -> np.ndarray:
     """Whether each run's iterates are all finite, on the host, shape (runs,).
 
     Reduced where ``W`` lives: a device run reads back ``runs`` booleans, not its iterates.

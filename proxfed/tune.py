@@ -28,20 +28,19 @@ stored stages instead of recomputing them.
 
 from __future__ import annotations
 
-import json
 import math
-import warnings
+import time
 import weakref
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from . import _backend as B
-from ._stored import StoredResultWarning, read_back_json, write_json_atomic
 from .algorithms import registry as R
+from .drivers import last_communications
 from .data.dataset import FederatedDataset, Split
+from .search import SEARCH_FORMAT, SEARCH_VERSION, SearchResult, random_search  # noqa: F401  (re-exported)
+from .search_space import Param, SearchSpace
 
 __all__ = [
     "Param",
@@ -58,8 +57,6 @@ __all__ = [
     "diverged_runs",
 ]
 
-SEARCH_FORMAT = "proxfed-search"
-SEARCH_VERSION = 1
 #: How ``tune_method`` scores a run, part of every search's key, so that a search stored under an
 #: earlier rule is not reused: the record at the run's own horizon (``run`` driver), the end
 #: (``run_rounds``).
@@ -69,324 +66,6 @@ _HOLDOUT_STREAM = 6  # RNG stream of holdout_split (distinct from coins = 0 and 
 #: Methods :func:`make_algorithm` builds, with their hyperparameters: the tunable methods of the
 #: registry (:data:`proxfed.algorithms.registry.METHODS`).
 TUNABLE_METHODS = {n: s.hyperparameter_names for n, s in R.METHODS.items() if s.tunable}
-
-
-# ---------------------------------------------------------------------------------------------
-# search spaces
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Param:
-    """One hyperparameter: a range ``[low, high]``, sampled uniformly in log space (or linearly).
-
-    Parameters
-    ----------
-    name : str
-    low, high : float
-        Bounds, ``low <= high`` (``low > 0`` when ``log``).
-    log : bool
-        Sample ``exp(U(log low, log high))`` (default) or ``U(low, high)``.
-    integer : bool
-        Round to the nearest integer inside the range (e.g. local steps).
-
-    Examples
-    --------
-    >>> Param("p", 0.01, 1.0).sample(0.5)
-    0.1
-    >>> Param("local_steps", 1, 100, integer=True).sample(0.5)
-    10
-    """
-
-    name: str
-    low: float
-    high: float
-    log: bool = True
-    integer: bool = False
-
-    def __post_init__(self):
-        lo, hi = float(self.low), float(self.high)
-        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-            raise ValueError(f"{self.name}: need finite low <= high, got [{self.low}, {self.high}]")
-        if self.log and lo <= 0:
-            raise ValueError(f"{self.name}: a log-uniform range needs low > 0, got {self.low}")
-        if self.integer and math.floor(hi) < math.ceil(lo):
-            raise ValueError(f"{self.name}: no integer in [{self.low}, {self.high}]")
-
-    def _to_unit(self, value: float) -> float:
-        lo, hi = (math.log(self.low), math.log(self.high)) if self.log else (self.low, self.high)
-        v = math.log(value) if self.log else value
-        return 0.5 if hi == lo else (v - lo) / (hi - lo)
-
-    def sample(self, u: float):
-        """The value at quantile ``u`` in [0, 1] of the (log-)uniform range (rounded if integer)."""
-        if self.log:
-            v = math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
-        else:
-            v = self.low + u * (self.high - self.low)
-        v = min(max(v, self.low), self.high)
-        if self.integer:
-            return int(min(max(round(v), math.ceil(self.low)), math.floor(self.high)))
-        return float(round(v, 12 - int(math.floor(math.log10(abs(v)))) if v else 0))
-
-    def narrowed(self, center: float, factor: float) -> "Param":
-        """A range ``factor`` times as wide (in log space when ``log``) around ``center``, clipped to this one."""
-        if not 0 < factor <= 1:
-            raise ValueError(f"factor must be in (0, 1], got {factor}")
-        c = self._to_unit(float(center))
-        lo_u, hi_u = max(0.0, c - factor / 2), min(1.0, c + factor / 2)
-        lo, hi = self.sample(lo_u), self.sample(hi_u)
-        if self.integer and lo == hi:
-            return Param(self.name, lo, hi, self.log, True)
-        return Param(self.name, lo, hi, self.log, self.integer)
-
-    def to_json(self) -> dict:
-        """A JSON-serializable description."""
-        return {"name": self.name, "low": self.low, "high": self.high, "log": self.log, "integer": self.integer}
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """A box of hyperparameters (:class:`Param`), sampled independently per coordinate.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> space = SearchSpace((Param("gamma", 1e-3, 1e-1), Param("p", 0.05, 1.0)))
-    >>> configs = space.sample(np.random.default_rng(0), 3)
-    >>> len(configs), sorted(configs[0])
-    (3, ['gamma', 'p'])
-    """
-
-    params: tuple
-
-    def __post_init__(self):
-        params = tuple(self.params)
-        if not params or not all(isinstance(p, Param) for p in params):
-            raise TypeError("params must be a non-empty sequence of Param")
-        names = [p.name for p in params]
-        if len(set(names)) != len(names):
-            raise ValueError(f"duplicate parameter names: {names}")
-        object.__setattr__(self, "params", params)
-
-    @property
-    def names(self) -> tuple:
-        """The parameter names, in order."""
-        return tuple(p.name for p in self.params)
-
-    def sample(self, rng: np.random.Generator, n: int) -> list:
-        """``n`` configurations (dicts name -> value) drawn with ``rng``."""
-        u = rng.random((int(n), len(self.params)))
-        return [{p.name: p.sample(float(u[i, j])) for j, p in enumerate(self.params)} for i in range(int(n))]
-
-    def narrowed(self, center: dict, factor: float) -> "SearchSpace":
-        """Every range narrowed by ``factor`` around ``center`` (see :meth:`Param.narrowed`)."""
-        return SearchSpace(tuple(p.narrowed(center[p.name], factor) for p in self.params))
-
-    def to_json(self) -> list:
-        """A JSON-serializable description."""
-        return [p.to_json() for p in self.params]
-
-
-@dataclass
-class SearchResult:
-    """Outcome of :func:`random_search` / :func:`tune_method`.
-
-    Attributes
-    ----------
-    trials : list of dict
-        Every evaluated configuration: ``stage`` (1 or 2), ``group``,
-        ``params``, ``score`` (``None`` for a failure) and ``status``
-        (``"ok"``, ``"diverged"`` or ``"failed"``).
-    best : dict
-        Group -> the best configuration (``None`` when every one failed).
-    best_score : dict
-        Group -> its score (``None`` when every one failed).
-    evaluated : int
-        Configurations evaluated by this call (0 when everything was
-        resumed from the file).
-    path : pathlib.Path or None
-        The JSON file.
-    info : dict
-        Extra facts recorded by the evaluator (iterations, wall time, ...).
-    """
-
-    trials: list
-    best: dict
-    best_score: dict
-    evaluated: int = 0
-    path: Path | None = None
-    info: dict = field(default_factory=dict)
-
-
-def _normalize_outcome(value):
-    """``(score or None, status)`` from an evaluator's per-configuration result."""
-    status = None
-    if isinstance(value, tuple):
-        value, status = value
-    if value is None or not np.isfinite(float(value)):
-        return None, status or "failed"
-    return float(value), status or "ok"
-
-
-def _best(trials, group, maximize):
-    ok = [t for t in trials if t["group"] == group and t["score"] is not None]
-    if not ok:
-        return None, None
-    pick = max if maximize else min
-    t = pick(ok, key=lambda t: t["score"])
-    return dict(t["params"]), t["score"]
-
-
-def _roundtrip(obj):
-    return json.loads(json.dumps(obj))
-
-
-def random_search(
-    evaluate: Callable,
-    space: SearchSpace,
-    *,
-    n_stage1: int = 16,
-    n_stage2: int = 8,
-    narrow: float = 0.25,
-    groups: Sequence[str] = ("all",),
-    seed: int = 0,
-    maximize: bool = True,
-    path=None,
-    key: dict | None = None,
-    echo: Callable | None = None,
-) -> SearchResult:
-    """Two-stage random search, several groups side by side, one evaluation call per stage.
-
-    Protocol, exactly:
-
-    1. Stage 1 draws ``n_stage1`` configurations from ``space`` with the
-       generator ``rng(seed, 1)`` (shared by all groups) and evaluates all
-       ``(group, configuration)`` pairs with **one** call of ``evaluate``.
-    2. For every group with at least one successful configuration, stage 2
-       draws ``n_stage2`` configurations from ``space.narrowed(best, narrow)``
-       with ``rng(seed, 2, g)`` (``g`` the group's index) and all groups are
-       evaluated with one more call.
-    3. A group's winner is its best successful configuration over both
-       stages (highest score if ``maximize``); failures (score ``None``,
-       NaN or inf) are recorded and never win.
-
-    With ``path``, the search is written to that JSON file after every stage
-    and, when the file already holds a stage of the same search (same
-    ``key``, space, sizes, seed and groups), that stage is read back instead
-    of evaluated. A file of a different search is overwritten.
-
-    Parameters
-    ----------
-    evaluate : callable
-        ``evaluate(batch) -> scores`` with ``batch`` a list of
-        ``(group, params)`` pairs; returns one score per pair (a float,
-        ``None``/NaN for a failure, or a ``(score, status)`` tuple).
-    space : SearchSpace
-    n_stage1, n_stage2 : int
-        Configurations per stage (``n_stage2 = 0`` skips stage 2).
-    narrow : float in (0, 1]
-        Width of the stage-2 box relative to the stage-1 box (log space).
-    groups : sequence of str
-        Independent searches evaluated side by side (e.g. sparsities).
-    seed : int
-    maximize : bool
-    path : path-like, optional
-        The JSON file of the search. A stored search with the same header is
-        resumed; a damaged file (truncated JSON, malformed trials) is
-        recomputed with a :class:`~proxfed._stored.StoredResultWarning`.
-    key : dict, optional
-        JSON-serializable facts identifying the search (problem, method,
-        budget); a file with another key is not reused.
-    echo : callable, optional
-        Progress messages (e.g. ``print``).
-
-    Returns
-    -------
-    SearchResult
-
-    Examples
-    --------
-    >>> space = SearchSpace((Param("x", 1e-3, 1e3),))
-    >>> res = random_search(lambda batch: [-abs(math.log10(c["x"])) for _, c in batch], space,
-    ...                     n_stage1=8, n_stage2=8, seed=0)
-    >>> 0.1 < res.best["all"]["x"] < 10
-    True
-    """
-    if n_stage1 < 1 or n_stage2 < 0:
-        raise ValueError(f"need n_stage1 >= 1 and n_stage2 >= 0, got {n_stage1}, {n_stage2}")
-    if not 0 < narrow <= 1:
-        raise ValueError(f"narrow must be in (0, 1], got {narrow}")
-    groups = [str(g) for g in groups]
-    if not groups or len(set(groups)) != len(groups):
-        raise ValueError(f"groups must be non-empty and distinct, got {groups}")
-    say = echo or (lambda *_: None)
-    header = _roundtrip({
-        "format": SEARCH_FORMAT, "version": SEARCH_VERSION, "key": key or {}, "space": space.to_json(),
-        "settings": {"n_stage1": int(n_stage1), "n_stage2": int(n_stage2), "narrow": float(narrow),
-                     "seed": int(seed), "maximize": bool(maximize), "groups": groups},
-    })
-    stored = []
-    path = None if path is None else Path(path)
-    if path is not None and path.is_file():
-        doc = read_back_json(path) or {}  # (damaged: a warning, and the search starts afresh)
-        if doc and all(doc.get(k) == v for k, v in header.items()):
-            stored = doc.get("trials", [])
-            if not _valid_trials(stored):
-                warnings.warn(f"{path}: damaged stored trials; recomputing them", StoredResultWarning, stacklevel=2)
-                stored = []
-        elif doc:
-            say(f"  {path.name}: a different search was stored there; starting afresh")
-    trials: list = []
-    evaluated = 0
-
-    def save(complete):
-        if path is None:
-            return
-        best = {g: _best(trials, g, maximize) for g in groups}
-        doc = dict(header, trials=trials, best={g: b for g, (b, _) in best.items()},
-                   best_score={g: s for g, (_, s) in best.items()}, complete=complete)
-        write_json_atomic(path, doc, indent=1, convert=False)
-
-    def run_stage(stage, batch):
-        nonlocal evaluated
-        batch = [(g, _roundtrip(c)) for g, c in batch]
-        old = [t for t in stored if t.get("stage") == stage]
-        if len(old) == len(batch) and all(t["group"] == g and t["params"] == c for t, (g, c) in zip(old, batch)):
-            say(f"  stage {stage}: {len(batch)} configurations read back from {path.name}")
-            trials.extend(old)
-            return
-        if not batch:
-            return
-        say(f"  stage {stage}: evaluating {len(batch)} configurations")
-        outcomes = list(evaluate(batch))
-        if len(outcomes) != len(batch):
-            raise ValueError(f"evaluate returned {len(outcomes)} scores for {len(batch)} configurations")
-        evaluated += len(batch)
-        for (g, c), out in zip(batch, outcomes):
-            score, status = _normalize_outcome(out)
-            trials.append({"stage": stage, "group": g, "params": c, "score": score, "status": status})
-        save(False)
-
-    stage1 = space.sample(B.rng(seed, 1), n_stage1)
-    run_stage(1, [(g, c) for g in groups for c in stage1])
-    if n_stage2:
-        batch = []
-        for gi, g in enumerate(groups):
-            best, _ = _best(trials, g, maximize)
-            if best is not None:
-                batch += [(g, c) for c in space.narrowed(best, narrow).sample(B.rng(seed, 2, gi), n_stage2)]
-        run_stage(2, batch)
-    save(True)
-    best = {g: _best(trials, g, maximize) for g in groups}
-    return SearchResult(trials=trials, best={g: b for g, (b, _) in best.items()},
-                        best_score={g: s for g, (_, s) in best.items()}, evaluated=evaluated, path=path)
-
-
-def _valid_trials(trials) -> bool:
-    """Whether stored trials are a list of ``{"stage", "group", "params", "score", "status"}`` records."""
-    keys = {"stage", "group", "params", "score", "status"}
-    return isinstance(trials, list) and all(
-        isinstance(t, dict) and keys <= t.keys() and isinstance(t["params"], dict)
-        and (t["score"] is None or isinstance(t["score"], (int, float))) for t in trials)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -635,8 +314,6 @@ def tune_method(
         ``info["runs"]`` lists the batched runs (driver, runs, largest
         iteration count, total local steps ``run_steps``, seconds).
     """
-    from . import round_runner, runner
-
     if split == "test":
         raise ValueError("tuning on the test split is not allowed; use a validation split (see holdout_split)")
     if driver not in ("auto", "run_rounds", "run", "exact"):
@@ -645,85 +322,102 @@ def tune_method(
         raise ValueError(f"the problem's dataset has no {split!r} split; see proxfed.tune.holdout_split")
     if space is None:
         space = method_space(method, problem, **space_kwargs)
-    ks = list(ks)
-    by_group = {("none" if k is None else str(int(k))): k for k in ks}
-    info: dict = {"runs": []}
-    say = echo or (lambda *_: None)
+    batches = _Batches(method, problem, list(ks), space, communications=int(communications), seed=int(seed),
+                       split=split, records=int(records), max_iterations=max_iterations, driver=driver,
+                       progress=progress, like=like, say=echo or (lambda *_: None))
+    result = random_search(
+        batches.evaluate, space, n_stage1=n_stage1, n_stage2=n_stage2, narrow=narrow, groups=list(batches.by_group),
+        seed=seed, maximize=True, path=path, echo=batches.say,
+        key={"method": method, "communications": int(communications), "split": split,
+             "max_iterations": max_iterations, "records": int(records), "driver": driver,
+             "scored_at": SCORED_AT, **(key or {})},
+    )
+    result.info = batches.info
+    return result
 
-    def run_batch(configs, k, rounds):
-        import time
 
-        R = len(configs)
-        params = {name: np.array([c[name] for c in configs]) for name in space.names}
-        alg = make_algorithm(method, params, k)
-        w0 = runner.initial_models(problem, [int(seed)] * R, R)
-        if like is not None:  # both drivers run there (closed-form rounds too)
-            w0 = B.from_numpy(w0, like=like)
+class _Batches:
+    """The evaluation of :func:`tune_method`'s stages: batched runs, one driver per stage, scored per run."""
+
+    def __init__(self, method, problem, ks, space, *, communications, seed, split, records, max_iterations, driver,
+                 progress, like, say):
+        self.method, self.problem, self.ks, self.space = method, problem, ks, space
+        self.communications, self.seed, self.split, self.records = communications, seed, split, records
+        self.max_iterations, self.driver, self.progress, self.like, self.say = (max_iterations, driver, progress,
+                                                                                like, say)
+        self.by_group = {("none" if k is None else str(int(k))): k for k in ks}
+        self.info: dict = {"runs": []}
+
+    def evaluate(self, batch) -> list:
+        """One stage: ``(group, params)`` pairs -> scores (``(None, "diverged")`` for a diverged run)."""
+        configs = [c for _, c in batch]
+        k = None if self.ks == [None] else np.array([self.by_group[g] for g, _ in batch], dtype=np.int64)
+        scores = [None] * len(configs)
+        used = self.stage_driver(configs)
+        for idx in horizon_groups(configs, self.communications, self.max_iterations, round_based=used == "run_rounds"):
+            out = self.run_batch([configs[i] for i in idx], None if k is None else k[idx], used)
+            for i, v in zip(idx, out):
+                scores[i] = v
+        return scores
+
+    def stage_driver(self, configs) -> str:
+        """The driver of a stage (its label), decided once on the host: the rule and problem fix it, not the values.
+
+        ``"exact"`` is ``"auto"`` with exact counts where ``"auto"`` runs expected ones.
+        """
+        from .drivers import choose_driver
+        from .runner import initial_models
+
+        if self.driver in ("run", "run_rounds"):
+            return self.driver
+        params = {name: np.array([c[name] for c in configs[:1]]) for name in self.space.names}
+        k = None if self.ks == [None] else np.array([next(iter(self.by_group.values()))], dtype=np.int64)
+        w0 = initial_models(self.problem, [self.seed], 1)
+        alg = make_algorithm(self.method, params, k)
+        if choose_driver(alg, self.problem, "auto", communications=self.communications, w0=w0) == "rounds":
+            return "run_rounds"
+        return "run_exact" if self.driver == "exact" else "run"
+
+    def run_batch(self, configs, k, used) -> list:
+        """Run ``configs`` (with TopK sizes ``k``) as one batch by driver ``used``; their scores."""
+        from . import runner
+
+        R, seeds = len(configs), [self.seed] * len(configs)
+        params = {name: np.array([c[name] for c in configs]) for name in self.space.names}
+        alg = make_algorithm(self.method, params, k)
+        w0 = runner.initial_models(self.problem, seeds, R)
+        if self.like is not None:  # both drivers run there (closed-form rounds too)
+            w0 = B.from_numpy(w0, like=self.like)
         t0 = time.perf_counter()
-        if rounds:
-            res = round_runner.run_rounds(alg, problem, int(communications), seed=[int(seed)] * R, split=split,
-                                          every=int(communications), w0=w0, progress=progress)
-            used = "run_rounds"
+        kw = dict(seed=seeds, split=self.split, w0=w0, progress=self.progress)
+        if used == "run_rounds":
+            res = runner.run(alg, self.problem, communications=self.communications, driver="rounds",
+                             every=self.communications, **kw)
             steps = np.asarray(res.history["iteration"])[-1].reshape(R)
             metric = np.asarray(res.history["metric"])[-1].reshape(R)
             T, run_steps = int(steps.max()), int(steps.sum())
         else:
-            used = "run_exact" if driver == "exact" else "run"
             if used == "run_exact":  # each run's own last step: its C-th coin
-                hz = round_runner.last_communications(alg, int(communications), seed=[int(seed)] * R, runs=R,
-                                                      cap=max_iterations)
+                hz = last_communications(alg, self.communications, seed=seeds, runs=R, cap=self.max_iterations)
             else:
-                hz = np.array([horizon(c, communications) for c in configs])
-                if max_iterations is not None:
-                    hz = np.minimum(hz, int(max_iterations))
+                hz = np.array([horizon(c, self.communications) for c in configs])
+                if self.max_iterations is not None:
+                    hz = np.minimum(hz, int(self.max_iterations))
             T = int(hz.max())
-            res = runner.run(alg, problem, T, seed=[int(seed)] * R, split=split, w0=w0,
-                             every=max(1, T // max(1, int(records))), record_at=hz, progress=progress,
-                             communications=int(communications) if used == "run_exact" else None)
+            res = runner.run(alg, self.problem, T, every=max(1, T // max(1, self.records)), record_at=hz,
+                             communications=self.communications if used == "run_exact" else None, **kw)
             it = np.asarray(res.history["iteration"])
             rows = np.maximum(np.searchsorted(it, hz, side="right") - 1, 0)  # the record at the horizon
             metric = np.asarray(res.history["metric"]).reshape(len(it), R)[rows, np.arange(R)]
             run_steps = int(T) * R
         seconds = time.perf_counter() - t0
-        info["runs"].append({"driver": used, "runs": R, "iterations": T, "run_steps": run_steps,
-                             "seconds": seconds, "status": res.status})
-        say(f"    {R} runs, up to {T} iterations ({used}) in {seconds:.1f} s ({res.status})")
+        self.info["runs"].append({"driver": used, "runs": R, "iterations": T, "run_steps": run_steps,
+                                  "seconds": seconds, "status": res.status})
+        self.say(f"    {R} runs, up to {T} iterations ({used}) in {seconds:.1f} s ({res.status})")
         bad = diverged_runs(res, R)
         if used != "run_rounds":  # diverged after its horizon: its score at the horizon stands
             bad &= np.array([res.diverged_at.get(r, 0) <= hz[r] for r in range(R)])
         return [(None, "diverged") if bad[r] else float(metric[r]) for r in range(R)]
-
-    def evaluate(batch):
-        configs = [c for _, c in batch]
-        k = None if ks == [None] else np.array([by_group[g] for g, _ in batch], dtype=np.int64)
-        scores = [None] * len(configs)
-        rounds = _rounds_used(configs)
-        for idx in horizon_groups(configs, communications, max_iterations, round_based=rounds):
-            out = run_batch([configs[i] for i in idx], None if k is None else k[idx], rounds)
-            for i, v in zip(idx, out):
-                scores[i] = v
-        return scores
-
-    def _rounds_used(configs):
-        """The driver of a stage, decided once on the host (the rule and problem fix it, not the values)."""
-        if driver == "run":  # ("exact" is "auto" with exact counts where "auto" would run expected ones)
-            return False
-        if driver == "run_rounds":
-            return True
-        params = {name: np.array([c[name] for c in configs[:1]]) for name in space.names}
-        k = None if ks == [None] else np.array([next(iter(by_group.values()))], dtype=np.int64)
-        w0 = runner.initial_models(problem, [int(seed)], 1)
-        return round_runner.supports_rounds(make_algorithm(method, params, k), problem, w0=w0)
-
-    result = random_search(
-        evaluate, space, n_stage1=n_stage1, n_stage2=n_stage2, narrow=narrow, groups=list(by_group), seed=seed,
-        maximize=True, path=path, echo=say,
-        key={"method": method, "communications": int(communications), "split": split,
-             "max_iterations": max_iterations, "records": int(records), "driver": driver,
-             "scored_at": SCORED_AT, **(key or {})},
-    )
-    result.info = info
-    return result
 
 
 # ---------------------------------------------------------------------------------------------

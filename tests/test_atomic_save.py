@@ -59,8 +59,8 @@ def _truncate_then_raise(*args, **kwargs):
 @pytest.mark.parametrize("where, failure", [
     ("numpy.savez_compressed", _raise_disk_full),  # history.npz
     ("numpy.savez_compressed", _truncate_then_raise),
-    ("proxfed.runner.save_state", _raise_disk_full),  # state.npz, after summary.json
-    ("proxfed.runner.save_state", _truncate_then_raise),
+    ("proxfed.recording.save_state", _raise_disk_full),  # state.npz, after summary.json
+    ("proxfed.recording.save_state", _truncate_then_raise),
 ])
 def test_failed_save_keeps_the_earlier_run(tmp_path, results, monkeypatch, where, failure):
     first, second = results
@@ -74,7 +74,7 @@ def test_failed_save_keeps_the_earlier_run(tmp_path, results, monkeypatch, where
 
 
 def test_failed_first_save_leaves_nothing(tmp_path, results, monkeypatch):
-    monkeypatch.setattr("proxfed.runner.save_state", _raise_disk_full)
+    monkeypatch.setattr("proxfed.recording.save_state", _raise_disk_full)
     with pytest.raises(OSError, match="No space"):
         results[0].save(tmp_path / "run")
     assert os.listdir(tmp_path) == []

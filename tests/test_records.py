@@ -9,7 +9,8 @@ import proxfed
 from proxfed import algorithms as A
 from proxfed.data import make_sparse_regression
 from proxfed.problems import Ridge, SoftmaxRegression
-from proxfed.runner import MIN_RECORD_SPACING, _Recorder, initial_models
+from proxfed.recording import Recorder as _Recorder
+from proxfed.runner import MIN_RECORD_SPACING, initial_models
 
 
 @pytest.fixture(scope="module")

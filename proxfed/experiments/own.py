@@ -114,21 +114,26 @@ def _algorithm(method, grid, problem, info, rounds, clients_per_round):
 
 def _run_batch(alg, problem, grid, *, iterations, communications, records, like, progress, torch_problem):
     """One batched run of ``alg``; returns the result and the driver's name."""
-    from ..round_runner import last_communications, run_rounds, supports_rounds
+    from ..drivers import choose_driver, exact_horizon
     from ..runner import initial_models, run
 
     seeds = [int(g["seed"]) for g in grid]
     R = len(grid)
     w0 = problem.initial_points(R, seed=seeds) if torch_problem else initial_models(problem, seeds, R, like=like)
-    if communications is None:
+    # closed-form rounds for NumPy ridge runs only; on a device or a torch problem, exact counts per iteration
+    on_host = not torch_problem and like is None
+    driver = choose_driver(alg, problem, "auto" if on_host or communications is None else "exact",
+                           iterations=iterations if communications is None else None,
+                           communications=communications, w0=w0, seed=seeds)
+    if driver == "iterations":
         return run(alg, problem, int(iterations), seed=seeds, every=max(1, iterations // records), w0=w0,
                    progress=progress), "run"
-    if not torch_problem and like is None and supports_rounds(alg, problem, w0=w0):
-        return run_rounds(alg, problem, communications, seed=seeds, every=max(1, communications // records), w0=w0,
-                          progress=progress), "run_rounds"
-    T = int(last_communications(alg, communications, seed=seeds, runs=R).max())
+    if driver == "rounds":
+        return run(alg, problem, communications=communications, driver="rounds", seed=seeds,
+                   every=max(1, communications // records), w0=w0, progress=progress), "run_rounds"
+    T = exact_horizon(alg, communications, seed=seeds, runs=R)
     return run(alg, problem, T, seed=seeds, every=max(1, T // records), w0=w0, communications=communications,
-               progress=progress), "run (exact communications)"
+               driver="exact", progress=progress), "run (exact communications)"
 
 
 def run_experiment(problem, out_dir, methods, *, info: dict | None = None, sparsity=(0.9,), k=None, gamma=None,
