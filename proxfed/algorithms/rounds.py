@@ -18,8 +18,7 @@ import numpy as np
 from .. import _backend as B
 from .._validation import check_positive_int, check_seed
 from ..comm import CommModel
-from .base import State
-from .baselines import _FixedSchedule
+from .base import FixedSchedule, State
 
 __all__ = ["Layers", "RoundBased", "participants", "PARTICIPATION_STREAM", "MASK_STREAM"]
 
@@ -116,7 +115,7 @@ def as_layers(layers, d: int) -> Layers:
     return lay
 
 
-class RoundBased(_FixedSchedule):
+class RoundBased(FixedSchedule):
     """Base of FedSparsify and FLASH: rounds of local steps, partial participation, a server model.
 
     Parameters
