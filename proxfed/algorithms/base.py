@@ -14,6 +14,7 @@ from .. import _backend as B
 from .._validation import check_int, check_real, check_real_array
 from ..comm import CommModel
 from ..prox import Consensus, TopK
+from .accounting import TALLIES, message_tallies  # noqa: F401  (TALLIES re-exported)
 from .batching import (  # noqa: F401  (re-exported: the rules and drivers import them from here)
     coin_array,
     comm_runs,
@@ -95,10 +96,6 @@ class State:
         moved = {n: np.asarray(B.to_numpy(getattr(self, n)), np.int64) for n in TALLIES
                  if getattr(self, n) is not None and not isinstance(getattr(self, n), np.ndarray)}
         return self.replace(**moved) if moved else self
-
-
-#: The per-client bit tallies of a :class:`State` (on the iterates' device during a run).
-TALLIES = ("bits_up", "bits_down", "values_up", "upload_nnz")
 
 
 def check_positive(value, name: str):
@@ -349,69 +346,8 @@ class Algorithm:
 
     # -- accounting ------------------------------------------------------------------
     def _account(self, state: State, coin_mask: np.ndarray, sent_up, sent_down, d: int, runs=None) -> dict:
-        """Bit tallies after a communication where ``coin_mask`` (batch shape) is true.
-
-        ``sent_up`` is a list of uploaded arrays (..., N, d); ``sent_down`` a
-        list of broadcast arrays (..., 1, d) or (..., N, d). With ``runs``
-        (the indices of the true entries of a 1-d ``coin_mask``), the sent
-        arrays hold only those runs.
-        """
-        if not isinstance(sent_up[0], np.ndarray):
-            return self._account_on_device(state, coin_mask, sent_up, sent_down, d, runs)
-        mask = np.asarray(coin_mask, bool)[..., None]
-        shape = state.bits_up.shape
-
-        def counts(m):
-            c = B.to_numpy(B.nnz(m)).astype(np.int64)
-            if runs is None:
-                return c
-            full = np.zeros(shape[:1] + c.shape[1:], np.int64)
-            full[runs] = c
-            return full
-
-        counts_up = [counts(m) for m in sent_up]
-        nnz_up = sum(counts_up)
-        bits_up = sum(self.comm.bits(c, d) for c in counts_up)
-        bits_dn = sum(np.broadcast_to(self.comm.bits(counts(m), d), shape) for m in sent_down)
-        return {
-            "communications": state.communications + np.asarray(coin_mask, np.int64),
-            "bits_up": state.bits_up + np.where(mask, bits_up, 0),
-            "bits_down": state.bits_down + np.where(mask, bits_dn, 0),
-            "values_up": state.values_up + np.where(mask, nnz_up, 0),
-            "upload_nnz": np.where(mask, nnz_up, state.upload_nnz),
-        }
-
-    def _account_on_device(self, state: State, coin_mask, sent_up, sent_down, d: int, runs) -> dict:
-        """:meth:`_account` for device arrays: the tallies stay on the device (no read-back).
-
-        Host tallies (a fresh or reloaded state) move to the device once; the
-        run loops return them to the host (:meth:`State.with_host_tallies`).
-        """
-        like = sent_up[0]
-        xp = B.namespace(like)
-        coin = np.asarray(coin_mask, bool)
-        shape = tuple(state.bits_up.shape)
-        nnz_up = sum(B.nnz(m) for m in sent_up)
-        added = {"bits_up": sum(self.comm.bits(B.nnz(m), d) for m in sent_up),
-                 "bits_down": sum(self.comm.bits(B.nnz(m), d) for m in sent_down), "values_up": nnz_up}
-        old = {n: B.from_numpy(np.asarray(getattr(state, n), np.int64), like=like)
-               if isinstance(getattr(state, n), np.ndarray) else getattr(state, n) for n in TALLIES}
-        out = {"communications": state.communications + coin.astype(np.int64)}
-        if runs is None and coin.all():
-            out.update({n: old[n] + a for n, a in added.items()}, upload_nnz=xp.broadcast_to(nnz_up, shape))
-        elif runs is not None and array_api_compat.is_torch_array(like):  # adds into the communicating rows
-            r = B.device_constant(np.asarray(runs, np.int64), like=like)
-            rows = (len(runs),) + shape[1:]
-            out.update({n: old[n].index_add(0, r, a.expand(rows)) for n, a in added.items()},
-                       upload_nnz=old["upload_nnz"].index_copy(0, r, nnz_up.expand(rows)))
-        else:
-            if runs is not None:
-                added = {n: merge_runs(coin, a, None) for n, a in added.items()}
-                nnz_up = added["values_up"]
-            on = B.device_constant(coin[..., None].astype(np.int64), like=like)
-            out.update({n: old[n] + on * a for n, a in added.items()},
-                       upload_nnz=old["upload_nnz"] + on * (nnz_up - old["upload_nnz"]))
-        return out
+        """Bit tallies after a communication where ``coin_mask`` is true: :func:`.accounting.message_tallies`."""
+        return message_tallies(self.comm, state, coin_mask, sent_up, sent_down, d, runs)
 
 
 class FixedSchedule(Algorithm):

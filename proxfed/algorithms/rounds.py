@@ -18,6 +18,7 @@ import numpy as np
 from .. import _backend as B
 from .._validation import check_positive_int, check_seed
 from ..comm import CommModel
+from .accounting import add_tallies
 from .base import FixedSchedule, State
 
 __all__ = ["Layers", "RoundBased", "participants", "PARTICIPATION_STREAM", "MASK_STREAM"]
@@ -251,13 +252,8 @@ class RoundBased(FixedSchedule):
             index = self.comm.bits(counts, d) - values
             return values + np.where(np.asarray(mask_sent, bool) & (counts < d), index, 0)
 
-        return {
-            "communications": state.communications + np.asarray(coin, np.int64),
-            "bits_up": state.bits_up + np.where(up, bits(up_counts, up_mask), 0),
-            "bits_down": state.bits_down + np.where(down, bits(down_counts, down_mask), 0),
-            "values_up": state.values_up + np.where(up, up_counts, 0),
-            "upload_nnz": np.where(up, up_counts, state.upload_nnz),
-        }
+        # counts from the masks, participants only (not Algorithm._account's nnz of every client's message)
+        return add_tallies(state, coin, up, down, bits(up_counts, up_mask), bits(down_counts, down_mask), up_counts)
 
     # -- output -----------------------------------------------------------------------
     def output(self, state: State):
