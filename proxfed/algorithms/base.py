@@ -13,6 +13,12 @@ import numpy as np
 from .. import _backend as B
 from .._validation import check_int, check_real, check_real_array
 from ..comm import CommModel
+from ..problems.capabilities import (
+    has_closed_form_steps,
+    has_fused_gradient_step,
+    is_stochastic,
+    returns_fresh_gradients,
+)
 from ..prox import Consensus, TopK
 from .accounting import TALLIES, message_tallies  # noqa: F401  (TALLIES re-exported)
 from .batching import (  # noqa: F401  (re-exported: the rules and drivers import them from here)
@@ -300,7 +306,7 @@ class Algorithm:
 
     @staticmethod
     def _problem_can_jump(problem, state: State) -> bool:
-        return (not getattr(problem, "stochastic", False) and hasattr(problem, "local_steps")
+        return (not is_stochastic(problem) and has_closed_form_steps(problem)
                 and problem.supports_local_steps(state.w))
 
     def output(self, state: State):
@@ -415,7 +421,7 @@ def gradient(problem, W, state: State):
     by the iteration (and its own seed, run and client), so a resumed run sees
     the same minibatches.
     """
-    if getattr(problem, "stochastic", False):
+    if is_stochastic(problem):
         return problem.grad(W, step=state.t)
     return problem.grad(W)
 
@@ -424,7 +430,7 @@ def gradient_step(problem, W, gamma, state: State, H=None):
     """``W - gamma (grad f_i(W) - H)`` (``W - gamma grad f_i(W)`` without ``H``): the problem's own
     (possibly fused) :meth:`~proxfed.problems.FederatedProblem.gradient_step`, or the plain
     expression around :func:`gradient` for stochastic problems and those without one."""
-    if getattr(problem, "stochastic", False) or not hasattr(problem, "gradient_step"):
+    if is_stochastic(problem) or not has_fused_gradient_step(problem):
         G = gradient(problem, W, state)
         if _fresh_torch_gradient(problem, G, W, H, gamma):  # in place on the fresh gradient: the same
             if H is not None:                                 # roundings, two (N, P) temporaries fewer
@@ -437,7 +443,7 @@ def gradient_step(problem, W, gamma, state: State, H=None):
 def _fresh_torch_gradient(problem, G, W, H, gamma) -> bool:
     """Whether ``G`` may be overwritten: a torch gradient the problem returns as a new tensor
     (``grad_is_fresh``), not an alias of ``W`` or ``H``, and a ``gamma`` torch can multiply in place."""
-    if not (getattr(problem, "grad_is_fresh", False) and array_api_compat.is_torch_array(G)):
+    if not (returns_fresh_gradients(problem) and array_api_compat.is_torch_array(G)):
         return False
     if G is W or G is H or G.requires_grad:
         return False
