@@ -12,6 +12,7 @@ cost comes from the :class:`~proxfed.comm.CommModel`'s index model).
 
 from __future__ import annotations
 
+import dataclasses
 
 import numpy as np
 
@@ -114,6 +115,27 @@ def as_layers(layers, d: int) -> Layers:
     if lay.d != d:
         raise ValueError(f"layers describe a vector of length {lay.d}, the problem has {d} coordinates")
     return lay
+
+
+class RoundExtras:
+    """Base of a round-based rule's typed view of ``State.extras`` (a frozen dataclass per rule).
+
+    The drivers merge, save and load ``extras`` as a mapping of arrays; a
+    rule reads it with :meth:`from_extras` and writes it with
+    :meth:`to_extras`, so its keys are the view's field names, in field order.
+    """
+
+    @classmethod
+    def from_extras(cls, extras: dict):
+        """The view of ``extras`` (a field missing there reads as None)."""
+        return cls(**{f.name: extras.get(f.name) for f in dataclasses.fields(cls)})
+
+    def to_extras(self, base: dict | None = None) -> dict:
+        """``base`` (other keys and their order kept) updated with the fields that are not None."""
+        out = dict(base or {})
+        out.update((f.name, getattr(self, f.name)) for f in dataclasses.fields(self)
+                   if getattr(self, f.name) is not None)
+        return out
 
 
 class RoundBased(FixedSchedule):
