@@ -5,7 +5,7 @@ Two ways of counting feed one update of the tallies (:func:`add_tallies`):
 and charges every client of a communicating run (the rules of
 :mod:`.meta` and :mod:`.baselines`, full participation, indices priced by
 the :class:`~proxfed.comm.CommModel`); the round-based rules
-(:meth:`.rounds.RoundBased._tally`) know their entry counts from their
+(:class:`.rounds.RoundBased`) know their entry counts from their
 masks, charge the round's participants only and price a mask only where
 the receiver lacks it, then add their tallies the same way.
 """
