@@ -93,7 +93,7 @@ def setup_seconds(ds, like):
     prob = Ridge(ds, alpha=1.0)
     W = B.from_numpy(np.zeros((1, prob.n_clients, prob.dim)), like=like)
     prob.local_steps(W, W, 1e-9, 1)  # the device layout (not timed)
-    prob._device_spectral = type(prob._device_spectral)(prob._spectral_to_device)
+    prob.device_spectra = type(prob.device_spectra)(prob._spectral_to_device)
     sync(W)
     t = time.perf_counter()
     prob.local_steps(W, W, 1e-9, 1)

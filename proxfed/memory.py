@@ -25,7 +25,9 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _DEFAULT_MMAP_MAX = 65536
 _DEFAULT_TRIM_THRESHOLD = 128 * 1024
-_state = {"keep_freed_memory": False}  # what run.json records
+#: The setting in effect, as :func:`keep_freed_memory` last applied it (what run.json records).
+settings = {"keep_freed_memory": False}
+_state = settings  # the old name, until its importers switch
 
 
 def _glibc():
@@ -65,5 +67,5 @@ def keep_freed_memory(enable: bool = True) -> bool:
     mmap_max, trim = (0, 2**31 - 1) if enable else (_DEFAULT_MMAP_MAX, _DEFAULT_TRIM_THRESHOLD)
     ok = bool(libc.mallopt(_M_MMAP_MAX, mmap_max)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, trim))
     if ok:
-        _state["keep_freed_memory"] = bool(enable)
+        settings["keep_freed_memory"] = bool(enable)
     return ok

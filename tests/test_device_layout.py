@@ -123,8 +123,8 @@ COINS = {"local": np.zeros(8, bool), "all communicate": np.ones(8, bool),
 @pytest.mark.parametrize("coin", sorted(COINS))
 def test_kernels_per_iteration_do_not_depend_on_n(make, name, coin):
     small, large = make(50), make(554)
-    assert len(small._device.get(torch.zeros(1, dtype=torch.float64))["blocks"]) == \
-        len(large._device.get(torch.zeros(1, dtype=torch.float64))["blocks"])
+    assert len(small.device_layout.get(torch.zeros(1, dtype=torch.float64))["blocks"]) == \
+        len(large.device_layout.get(torch.zeros(1, dtype=torch.float64))["blocks"])
     (c_small, _), (c_large, iterate_bytes) = (step_counts(p, name, coin=COINS[coin]) for p in (small, large))
     assert c_small.kernels == c_large.kernels <= 100, (c_small.ops, c_large.ops)
     assert c_large.bytes_written <= 30 * iterate_bytes
@@ -142,7 +142,7 @@ def test_real_data_kernels_and_bytes(shared_data, tmp_path):
         (c_part, _), (c_full, iterate_bytes) = (step_counts(p, "sparse_proxskip", coin=coin) for p in (part, full))
         assert c_part.kernels == c_full.kernels <= 100
         assert c_full.bytes_written <= 30 * iterate_bytes
-    assert len(full._device.get(torch.zeros(1, dtype=torch.float64))["blocks"]) == 1 + DEVICE_BUCKETS
+    assert len(full.device_layout.get(torch.zeros(1, dtype=torch.float64))["blocks"]) == 1 + DEVICE_BUCKETS
 
 
 @pytest.mark.parametrize("every", [1, 7, 40])

@@ -15,7 +15,7 @@ Examples
 ('sparse_proxskip', TopK(k=5, d=None))
 """
 
-from .base import Algorithm, State
+from .base import Algorithm, FixedSchedule, State
 from .baselines import FedAvg, FedHT, Scaffold, fedavg, fedht, fediht, scaffold
 from .fedsparsify import (
     FedSparsify,
@@ -43,6 +43,7 @@ from .meta import (
 
 __all__ = [
     "Algorithm",
+    "FixedSchedule",
     "State",
     "Algorithm1",
     "proxskip",

@@ -11,11 +11,28 @@ import array_api_compat
 import numpy as np
 
 from .. import _backend as B
-from .._validation import check_int, check_real, check_real_array, check_seed
+from .._validation import check_int, check_real, check_real_array
 from ..comm import CommModel
-from ..prox import Consensus, TopK, per_run
+from ..problems.capabilities import (
+    has_closed_form_steps,
+    has_fused_gradient_step,
+    is_stochastic,
+    returns_fresh_gradients,
+)
+from ..prox import Consensus, TopK
+from .accounting import TALLIES, message_tallies  # noqa: F401  (TALLIES re-exported)
+from .batching import (  # noqa: F401  (re-exported: the rules and drivers import them from here)
+    coin_array,
+    comm_runs,
+    hyper_like,
+    latest_upload,
+    merge_runs,
+    select_runs,
+    seeds_and_keys,
+    take_runs,
+)
 
-__all__ = ["State", "Algorithm"]
+__all__ = ["State", "Algorithm", "FixedSchedule"]
 
 
 @dataclass(frozen=True)
@@ -85,10 +102,6 @@ class State:
         moved = {n: np.asarray(B.to_numpy(getattr(self, n)), np.int64) for n in TALLIES
                  if getattr(self, n) is not None and not isinstance(getattr(self, n), np.ndarray)}
         return self.replace(**moved) if moved else self
-
-
-#: The per-client bit tallies of a :class:`State` (on the iterates' device during a run).
-TALLIES = ("bits_up", "bits_down", "values_up", "upload_nnz")
 
 
 def check_positive(value, name: str):
@@ -293,7 +306,7 @@ class Algorithm:
 
     @staticmethod
     def _problem_can_jump(problem, state: State) -> bool:
-        return (not getattr(problem, "stochastic", False) and hasattr(problem, "local_steps")
+        return (not is_stochastic(problem) and has_closed_form_steps(problem)
                 and problem.supports_local_steps(state.w))
 
     def output(self, state: State):
@@ -339,69 +352,43 @@ class Algorithm:
 
     # -- accounting ------------------------------------------------------------------
     def _account(self, state: State, coin_mask: np.ndarray, sent_up, sent_down, d: int, runs=None) -> dict:
-        """Bit tallies after a communication where ``coin_mask`` (batch shape) is true.
+        """Bit tallies after a communication where ``coin_mask`` is true: :func:`.accounting.message_tallies`."""
+        return message_tallies(self.comm, state, coin_mask, sent_up, sent_down, d, runs)
 
-        ``sent_up`` is a list of uploaded arrays (..., N, d); ``sent_down`` a
-        list of broadcast arrays (..., 1, d) or (..., N, d). With ``runs``
-        (the indices of the true entries of a 1-d ``coin_mask``), the sent
-        arrays hold only those runs.
-        """
-        if not isinstance(sent_up[0], np.ndarray):
-            return self._account_on_device(state, coin_mask, sent_up, sent_down, d, runs)
-        mask = np.asarray(coin_mask, bool)[..., None]
-        shape = state.bits_up.shape
 
-        def counts(m):
-            c = B.to_numpy(B.nnz(m)).astype(np.int64)
-            if runs is None:
-                return c
-            full = np.zeros(shape[:1] + c.shape[1:], np.int64)
-            full[runs] = c
-            return full
+class FixedSchedule(Algorithm):
+    """Base of the rules that communicate every ``local_steps`` iterations (``p = 1/local_steps``).
 
-        counts_up = [counts(m) for m in sent_up]
-        nnz_up = sum(counts_up)
-        bits_up = sum(self.comm.bits(c, d) for c in counts_up)
-        bits_dn = sum(np.broadcast_to(self.comm.bits(counts(m), d), shape) for m in sent_down)
-        return {
-            "communications": state.communications + np.asarray(coin_mask, np.int64),
-            "bits_up": state.bits_up + np.where(mask, bits_up, 0),
-            "bits_down": state.bits_down + np.where(mask, bits_dn, 0),
-            "values_up": state.values_up + np.where(mask, nnz_up, 0),
-            "upload_nnz": np.where(mask, nnz_up, state.upload_nnz),
-        }
+    Parameters
+    ----------
+    gamma : float or array (R,)
+        Local stepsize.
+    local_steps : int or array (R,)
+        Local steps between communications.
+    comm : CommModel
+        How messages are priced.
+    """
 
-    def _account_on_device(self, state: State, coin_mask, sent_up, sent_down, d: int, runs) -> dict:
-        """:meth:`_account` for device arrays: the tallies stay on the device (no read-back).
+    schedule = "fixed"
 
-        Host tallies (a fresh or reloaded state) move to the device once; the
-        run loops return them to the host (:meth:`State.with_host_tallies`).
-        """
-        like = sent_up[0]
-        xp = B.namespace(like)
-        coin = np.asarray(coin_mask, bool)
-        shape = tuple(state.bits_up.shape)
-        nnz_up = sum(B.nnz(m) for m in sent_up)
-        added = {"bits_up": sum(self.comm.bits(B.nnz(m), d) for m in sent_up),
-                 "bits_down": sum(self.comm.bits(B.nnz(m), d) for m in sent_down), "values_up": nnz_up}
-        old = {n: B.from_numpy(np.asarray(getattr(state, n), np.int64), like=like)
-               if isinstance(getattr(state, n), np.ndarray) else getattr(state, n) for n in TALLIES}
-        out = {"communications": state.communications + coin.astype(np.int64)}
-        if runs is None and coin.all():
-            out.update({n: old[n] + a for n, a in added.items()}, upload_nnz=xp.broadcast_to(nnz_up, shape))
-        elif runs is not None and array_api_compat.is_torch_array(like):  # adds into the communicating rows
-            r = B.device_constant(np.asarray(runs, np.int64), like=like)
-            rows = (len(runs),) + shape[1:]
-            out.update({n: old[n].index_add(0, r, a.expand(rows)) for n, a in added.items()},
-                       upload_nnz=old["upload_nnz"].index_copy(0, r, nnz_up.expand(rows)))
-        else:
-            if runs is not None:
-                added = {n: merge_runs(coin, a, None) for n, a in added.items()}
-                nnz_up = added["values_up"]
-            on = B.device_constant(coin[..., None].astype(np.int64), like=like)
-            out.update({n: old[n] + on * a for n, a in added.items()},
-                       upload_nnz=old["upload_nnz"] + on * (nnz_up - old["upload_nnz"]))
-        return out
+    def __init__(self, gamma, local_steps, comm: CommModel):
+        self.gamma = check_positive(gamma, "gamma")
+        self.n_local = check_count(local_steps, "local_steps")
+        if not isinstance(comm, CommModel):
+            raise TypeError("comm must be a CommModel")
+        self.comm = comm
+
+    @property
+    def p(self):
+        """``1 / local_steps``."""
+        return 1.0 / self.n_local
+
+    def local_steps(self):
+        """Steps between communications."""
+        return self.n_local
+
+    def _hyper(self) -> dict:
+        return {"gamma": self.gamma, "local_steps": self.n_local}
 
 
 def _check_control_variates(h, shape: tuple, name: str, zero_sum: bool) -> None:
@@ -427,18 +414,6 @@ def _check_control_variates(h, shape: tuple, name: str, zero_sum: bool) -> None:
                          f"tolerance {rel * max(scale, 1.0):.1e})")
 
 
-def seeds_and_keys(seed, runs):
-    """Per run, the seed and the run index of its streams: ``(seed, r)`` for one integer seed,
-    ``(seed[r], 0)`` for one seed per run (checked by :func:`proxfed._validation.check_seed`)."""
-    n = 1 if runs is None else int(runs)
-    seed = check_seed(seed)
-    if isinstance(seed, int):
-        return [seed] * n, list(range(n))
-    if len(seed) != n:
-        raise ValueError(f"seed must be an int or have one entry per run ({n}), got {len(seed)}")
-    return list(seed), [0] * n
-
-
 def gradient(problem, W, state: State):
     """The gradient oracle: ``problem.grad(W)``, or ``problem.grad(W, step=state.t)`` for stochastic problems.
 
@@ -446,7 +421,7 @@ def gradient(problem, W, state: State):
     by the iteration (and its own seed, run and client), so a resumed run sees
     the same minibatches.
     """
-    if getattr(problem, "stochastic", False):
+    if is_stochastic(problem):
         return problem.grad(W, step=state.t)
     return problem.grad(W)
 
@@ -455,7 +430,7 @@ def gradient_step(problem, W, gamma, state: State, H=None):
     """``W - gamma (grad f_i(W) - H)`` (``W - gamma grad f_i(W)`` without ``H``): the problem's own
     (possibly fused) :meth:`~proxfed.problems.FederatedProblem.gradient_step`, or the plain
     expression around :func:`gradient` for stochastic problems and those without one."""
-    if getattr(problem, "stochastic", False) or not hasattr(problem, "gradient_step"):
+    if is_stochastic(problem) or not has_fused_gradient_step(problem):
         G = gradient(problem, W, state)
         if _fresh_torch_gradient(problem, G, W, H, gamma):  # in place on the fresh gradient: the same
             if H is not None:                                 # roundings, two (N, P) temporaries fewer
@@ -468,7 +443,7 @@ def gradient_step(problem, W, gamma, state: State, H=None):
 def _fresh_torch_gradient(problem, G, W, H, gamma) -> bool:
     """Whether ``G`` may be overwritten: a torch gradient the problem returns as a new tensor
     (``grad_is_fresh``), not an alias of ``W`` or ``H``, and a ``gamma`` torch can multiply in place."""
-    if not (getattr(problem, "grad_is_fresh", False) and array_api_compat.is_torch_array(G)):
+    if not (returns_fresh_gradients(problem) and array_api_compat.is_torch_array(G)):
         return False
     if G is W or G is H or G.requires_grad:
         return False
@@ -476,103 +451,3 @@ def _fresh_torch_gradient(problem, G, W, H, gamma) -> bool:
         return True
     return (array_api_compat.is_torch_array(gamma) and gamma.dtype == G.dtype and gamma.device == G.device
             and tuple(np.broadcast_shapes(tuple(gamma.shape), tuple(G.shape))) == tuple(G.shape))
-
-
-def coin_array(coin, batch_shape: tuple) -> np.ndarray:
-    """Validate a coin (bool or per-run bools) and broadcast it to the batch shape."""
-    c = B.to_numpy(coin)
-    if c.dtype.kind not in "bui":
-        raise TypeError(f"coin must be boolean (or 0/1), got dtype {c.dtype}")
-    if c.dtype.kind != "b" and not np.all((c == 0) | (c == 1)):
-        raise ValueError("coin must be 0/1 or boolean")
-    try:
-        return np.broadcast_to(c.astype(bool), batch_shape)
-    except ValueError:
-        raise ValueError(f"coin has shape {c.shape}, expected () or {batch_shape}") from None
-
-
-def select_runs(mask: np.ndarray, new, old):
-    """``new`` where the per-run ``mask`` is true, else ``old`` (arrays of shape (..., N, d))."""
-    if mask.all():
-        return new
-    if not mask.any():
-        return old
-    xp = B.namespace(old)
-    m = B.device_constant(np.array(mask).reshape(mask.shape + (1, 1)), like=old)
-    return xp.where(m, new, old)
-
-
-def latest_upload(mask: np.ndarray, sent, previous):
-    """Each run's most recent upload: ``sent`` where ``mask`` (batch shape) is true, else
-    ``previous`` (zeros for runs that have not communicated yet)."""
-    if mask.all():
-        return sent
-    if previous is None:
-        xp = B.namespace(sent)
-        previous = xp.zeros(sent.shape, dtype=sent.dtype, device=B.device_of(sent))
-    return select_runs(mask, sent, previous)
-
-
-def comm_runs(mask: np.ndarray):
-    """Indices of the communicating runs when only some of a 1-d batch communicate, else None.
-
-    Rules then compute their communication branch for those runs only
-    (:func:`take_runs`, :func:`merge_runs`) instead of for all and
-    discarding the rest.
-    """
-    if mask.ndim != 1 or mask.all() or not mask.any():
-        return None
-    return np.flatnonzero(mask)
-
-
-def take_runs(x, runs):
-    """Runs ``runs`` of a batched array (R, ...) or of a per-run hyperparameter (scalars, and
-    ``runs=None``, pass through)."""
-    if runs is None or x is None or isinstance(x, numbers.Real) or np.ndim(x) == 0:
-        return x
-    if isinstance(x, np.ndarray):
-        return x[runs]
-    xp = B.namespace(x)
-    return xp.take(x, B.device_constant(np.asarray(runs, np.int64), like=x), axis=0)
-
-
-def merge_runs(mask: np.ndarray, new, old):
-    """Per-run merge: run ``r`` from ``new`` (which holds only the runs where ``mask`` is true, in
-    order) where ``mask[r]``, else from ``old`` (all R runs; None reads as zeros). ``new`` and
-    ``old`` have the same shape after the run axis (broadcast ``new`` first if it is smaller).
-
-    NumPy: one pass that writes the result and reads only the rows it keeps. Other libraries:
-    two kernels whatever R (a concatenation and one gather on the run axis), not one per run.
-    """
-    xp = B.namespace(new)
-    mask = np.asarray(mask, bool)
-    shape = tuple(new.shape[1:])
-    n_new = int(new.shape[0])
-    if isinstance(new, np.ndarray):
-        out = np.empty((mask.size,) + shape, dtype=new.dtype)
-        j = 0
-        for r, m in enumerate(mask):
-            if m:
-                out[r] = new[j]
-                j += 1
-            else:
-                out[r] = 0 if old is None else old[r]
-        return out
-    if old is None:
-        old = xp.zeros((mask.size,) + shape, dtype=new.dtype, device=B.device_of(new))
-    runs = B.device_constant(np.flatnonzero(mask).astype(np.int64), like=new)
-    if array_api_compat.is_torch_array(new):  # writes R + n_new rows
-        return old.expand((mask.size,) + shape).clone().index_copy_(0, runs, new.expand((n_new,) + shape))
-    if array_api_compat.is_cupy_array(new):  # pragma: no cover - needs a GPU
-        out = xp.broadcast_to(old, (mask.size,) + shape).copy()
-        out[runs] = new
-        return out
-    source = np.where(mask, np.cumsum(mask) - 1, n_new + np.arange(mask.size))
-    stacked = xp.concat([xp.broadcast_to(new, (n_new,) + shape), xp.broadcast_to(old, (mask.size,) + shape)], axis=0)
-    return xp.take(stacked, B.device_constant(source.astype(np.int64), like=new), axis=0)
-
-
-def hyper_like(value, x):
-    """A hyperparameter (scalar or (R,)) broadcastable against iterates ``x`` (R, N, d)."""
-    return per_run(value, x)
-

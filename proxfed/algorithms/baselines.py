@@ -12,9 +12,8 @@ from .._validation import check_flag
 from ..comm import CommModel
 from ..prox import TopK
 from .base import (
-    Algorithm,
+    FixedSchedule,
     State,
-    check_count,
     check_positive,
     coin_array,
     gradient,
@@ -27,30 +26,7 @@ from .base import (
 __all__ = ["FedAvg", "FedHT", "Scaffold", "fedavg", "fedht", "fediht", "scaffold"]
 
 
-class _FixedSchedule(Algorithm):
-    schedule = "fixed"
-
-    def __init__(self, gamma, local_steps, comm: CommModel):
-        self.gamma = check_positive(gamma, "gamma")
-        self.n_local = check_count(local_steps, "local_steps")
-        if not isinstance(comm, CommModel):
-            raise TypeError("comm must be a CommModel")
-        self.comm = comm
-
-    @property
-    def p(self):
-        """``1 / local_steps``."""
-        return 1.0 / self.n_local
-
-    def local_steps(self):
-        """Steps between communications."""
-        return self.n_local
-
-    def _hyper(self) -> dict:
-        return {"gamma": self.gamma, "local_steps": self.n_local}
-
-
-class FedAvg(_FixedSchedule):
+class FedAvg(FixedSchedule):
     """FedAvg with full-batch local steps (optionally hard-thresholded: FedHT / FedIHT).
 
     Each iteration ``y_i = y_i - gamma grad f_i(y_i)`` (then ``y_i = TopK(y_i)``
@@ -140,7 +116,7 @@ def fediht(gamma, local_steps, k, *, comm=CommModel(), make_topk=TopK) -> FedHT:
                  make_topk=make_topk)
 
 
-class Scaffold(_FixedSchedule):
+class Scaffold(FixedSchedule):
     """SCAFFOLD (option II) with full participation.
 
     Client control variates ``c_i`` and server ``c`` start at 0. Local steps

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +39,7 @@ from .._validation import check_int, check_positive_int, check_real
 from ..comm import CommModel
 from ..prox import sparsity_to_k
 from .base import State, coin_array, gradient_step, hyper_like, latest_upload, select_runs
-from .rounds import MASK_STREAM, RoundBased, count_true
+from .rounds import MASK_STREAM, RoundBased, RoundExtras, count_true
 
 __all__ = [
     "fedsparsify_schedule",
@@ -128,6 +130,16 @@ def fedsparsify_communication(dim: int, rounds: int, clients_per_round: int, sch
     """
     nnz = [dim] + [sparsity_to_k(dim, float(schedule(t))) for t in range(1, rounds + 1)]
     return int(sum(clients_per_round * (nnz[t - 1] + nnz[t]) for t in range(1, rounds + 1)))
+
+
+@dataclass(frozen=True)
+class SparsifyExtras(RoundExtras):
+    """FedSparsify's ``State.extras``: server model ``x`` and mask ``mask`` (``..., 1, d``), mask versions."""
+
+    x: Any
+    mask: Any
+    mask_version: Any
+    known_version: Any
 
 
 class FedSparsify(RoundBased):
@@ -254,8 +266,8 @@ class FedSparsify(RoundBased):
         xp = B.namespace(W)
         self._prunable(W, problem.dim)
         x = self.consensus.mean(W)
-        return {"x": x, "mask": xp.ones(x.shape, dtype=xp.bool, device=B.device_of(W)),
-                **self._version_extras(tuple(W.shape[:-2]), problem.n_clients)}
+        return SparsifyExtras(x=x, mask=xp.ones(x.shape, dtype=xp.bool, device=B.device_of(W)),
+                              **self._version_extras(tuple(W.shape[:-2]), problem.n_clients)).to_extras()
 
     def _prune(self, x, mask, k: np.ndarray, rounds_now: np.ndarray):
         """Mask entries kept after pruning ``x`` to ``k`` (per run) prunable entries within ``mask``."""
@@ -276,8 +288,8 @@ class FedSparsify(RoundBased):
     def step(self, state: State, problem, coin) -> State:
         """One masked local step; the FedSparsify round update where ``coin`` is true."""
         xp = B.namespace(state.w)
-        W, ex = state.w, state.extras
-        mask = ex["mask"]
+        W, ex = state.w, SparsifyExtras.from_extras(state.extras)
+        mask = ex.mask
         V = gradient_step(problem, W, hyper_like(self.gamma, W), state)
         V = xp.where(mask, V, xp.zeros_like(V))
         on = coin_array(coin, state.batch_shape)
@@ -310,12 +322,13 @@ class FedSparsify(RoundBased):
         x = xp.where(new_mask, x, xp.zeros_like(x))
         nxt = self.participants_of(rounds_now + 1, N)
         changed = count_true(new_mask)[..., 0] != count_true(mask)[..., 0]  # masks only shrink
-        down_mask, versions = self._downlink_versions(ex, on, changed, nxt)
+        down_mask, versions = self._downlink_versions(state.extras, on, changed, nxt)
         acc = self._tally(state, on, up_counts, part, count_true(new_mask), nxt, d,
                           up_mask=self.mode == "local", down_mask=down_mask)
         new_w = select_runs(on, xp.broadcast_to(x, W.shape), V)
-        extras = {"x": select_runs(on, x, ex["x"]), "mask": select_runs(on, new_mask, mask), **versions}
-        return state.replace(w=new_w, t=state.t + 1, uplink=latest_upload(on, sent, state.uplink), extras=extras, **acc)
+        extras = SparsifyExtras(x=select_runs(on, x, ex.x), mask=select_runs(on, new_mask, mask), **versions)
+        return state.replace(w=new_w, t=state.t + 1, uplink=latest_upload(on, sent, state.uplink),
+                             extras=extras.to_extras(), **acc)
 
 
 def fedsparsify_global(gamma, local_steps, final_sparsity, rounds, **kwargs) -> FedSparsify:

@@ -42,6 +42,8 @@ client does not hold yet.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +52,7 @@ from .._validation import check_positive_int, check_real
 from ..comm import CommModel
 from ..prox import sparsity_to_k
 from .base import State, coin_array, gradient_step, hyper_like, latest_upload, select_runs
-from .rounds import MASK_STREAM, Layers, RoundBased, as_layers
+from .rounds import MASK_STREAM, Layers, RoundBased, RoundExtras, as_layers
 
 __all__ = [
     "Flash",
@@ -194,6 +196,20 @@ def _nested_masks(scores: np.ndarray, counts: np.ndarray, layers: Layers) -> np.
     return out
 
 
+@dataclass(frozen=True)
+class FlashExtras(RoundExtras):
+    """FLASH's ``State.extras``: server model ``x`` (``..., 1, d``), the levels' masks ``level_mask``
+    (``..., levels, d``; the last is the server's), each client's mask ``client_mask`` (``..., N, d``),
+    mask versions, and the initial model ``w_init`` (``..., 1, d``; not with PDST)."""
+
+    x: Any
+    level_mask: Any
+    client_mask: Any
+    mask_version: Any
+    known_version: Any
+    w_init: Any = None
+
+
 class Flash(RoundBased):
     """FLASH's sparse training methods (PDST, SPDST, JMWST, hetero-FLASH); see the module docstring.
 
@@ -312,11 +328,10 @@ class Flash(RoundBased):
         client_mask = B.from_numpy(level_masks[..., lvl, :], like=st.w)
         w_init = self.consensus.mean(st.w)
         zeros = xp.zeros_like(st.w)
-        extras = {"x": xp.where(lm[..., -1:, :], w_init, zeros[..., :1, :]), "level_mask": lm,
-                  "client_mask": client_mask, **self._version_extras(batch, problem.n_clients)}
-        if self.mode != "pdst":
-            extras["w_init"] = w_init
-        return st.replace(w=xp.where(client_mask, st.w, zeros), extras=extras)
+        extras = FlashExtras(x=xp.where(lm[..., -1:, :], w_init, zeros[..., :1, :]), level_mask=lm,
+                             client_mask=client_mask, **self._version_extras(batch, problem.n_clients),
+                             w_init=None if self.mode == "pdst" else w_init)
+        return st.replace(w=xp.where(client_mask, st.w, zeros), extras=extras.to_extras())
 
     def mask(self, state: State):
         """The server mask (top level) of shape ``(..., 1, d)``."""
@@ -364,20 +379,21 @@ class Flash(RoundBased):
     def step(self, state: State, problem, coin) -> State:
         """One masked local step (and the due DST steps); the FLASH round update where ``coin`` is true."""
         xp = B.namespace(state.w)
-        W, ex = state.w, state.extras
+        W, ex = state.w, FlashExtras.from_extras(state.extras)
         V = gradient_step(problem, W, hyper_like(self.gamma, W), state)
-        V = xp.where(ex["client_mask"], V, xp.zeros_like(V))
+        V = xp.where(ex.client_mask, V, xp.zeros_like(V))
         rounds_now = state.communications + 1
         V, client_mask = self._client_dst(state, V, problem, rounds_now)
         on = coin_array(coin, state.batch_shape)
         if not on.any():
-            return state.replace(w=V, t=state.t + 1, extras={**ex, "client_mask": client_mask})
+            return state.replace(w=V, t=state.t + 1,
+                                 extras=replace(ex, client_mask=client_mask).to_extras(state.extras))
         N, d = problem.n_clients, problem.dim
         lay = self._layers_for(d)
         lvl = self.levels_of(N)
         Vn, Mn = B.to_numpy(V), B.to_numpy(client_mask)
-        LM = np.array(B.to_numpy(ex["level_mask"]))
-        X = np.array(B.to_numpy(ex["x"]))
+        LM = np.array(B.to_numpy(ex.level_mask))
+        X = np.array(B.to_numpy(ex.x))
         part = self.participants_of(rounds_now, N)
         up = np.zeros(part.shape, np.int64)
         up_mask = np.zeros(part.shape, bool)
@@ -391,7 +407,7 @@ class Flash(RoundBased):
                 counts = self.level_counts(rescale_densities(dens, lay.sizes, self.density))
                 scores = B.rng(self.seed, flat, 1, N, MASK_STREAM).random(d)
                 LM[idx] = _nested_masks(scores, counts, lay)
-                X[idx] = np.where(LM[idx][-1:], B.to_numpy(ex["w_init"])[idx], 0.0)
+                X[idx] = np.where(LM[idx][-1:], B.to_numpy(ex.w_init)[idx], 0.0)
                 up[idx] = np.where(part[idx], len(lay), 0)
                 continue
             x = B.to_numpy(self.average(V[idx + (Ellipsis,)], part[idx], problem))
@@ -406,16 +422,16 @@ class Flash(RoundBased):
         down = client_masks.sum(axis=-1)
         nxt = self.participants_of(rounds_now + 1, N)
         changed = np.any(LM != LM_old, axis=(-2, -1))
-        down_mask, versions = self._downlink_versions(ex, on, changed, nxt)
+        down_mask, versions = self._downlink_versions(state.extras, on, changed, nxt)
         acc = self._tally(state, on, up, part, down, nxt, d, up_mask=up_mask, down_mask=down_mask)
         Xd = B.from_numpy(X, like=V, dtype=V.dtype)
         CM = B.from_numpy(client_masks, like=V)
         new_w = xp.where(CM, xp.broadcast_to(Xd, V.shape), xp.zeros_like(V))
-        extras = {**ex, "x": select_runs(on, Xd, ex["x"]),
-                  "level_mask": select_runs(on, B.from_numpy(LM, like=V), ex["level_mask"]),
-                  "client_mask": select_runs(on, CM, client_mask), **versions}
+        extras = replace(ex, x=select_runs(on, Xd, ex.x),
+                         level_mask=select_runs(on, B.from_numpy(LM, like=V), ex.level_mask),
+                         client_mask=select_runs(on, CM, client_mask), **versions)
         return state.replace(w=select_runs(on, new_w, V), t=state.t + 1, uplink=latest_upload(on, V, state.uplink),
-                             extras=extras, **acc)
+                             extras=extras.to_extras(state.extras), **acc)
 
 
 def pdst(gamma, local_steps, density, rounds, **kwargs) -> Flash:

@@ -12,14 +12,15 @@ cost comes from the :class:`~proxfed.comm.CommModel`'s index model).
 
 from __future__ import annotations
 
+import dataclasses
 
 import numpy as np
 
 from .. import _backend as B
 from .._validation import check_positive_int, check_seed
 from ..comm import CommModel
-from .base import State
-from .baselines import _FixedSchedule
+from .accounting import add_tallies
+from .base import FixedSchedule, State
 
 __all__ = ["Layers", "RoundBased", "participants", "PARTICIPATION_STREAM", "MASK_STREAM"]
 
@@ -116,7 +117,28 @@ def as_layers(layers, d: int) -> Layers:
     return lay
 
 
-class RoundBased(_FixedSchedule):
+class RoundExtras:
+    """Base of a round-based rule's typed view of ``State.extras`` (a frozen dataclass per rule).
+
+    The drivers merge, save and load ``extras`` as a mapping of arrays; a
+    rule reads it with :meth:`from_extras` and writes it with
+    :meth:`to_extras`, so its keys are the view's field names, in field order.
+    """
+
+    @classmethod
+    def from_extras(cls, extras: dict):
+        """The view of ``extras`` (a field missing there reads as None)."""
+        return cls(**{f.name: extras.get(f.name) for f in dataclasses.fields(cls)})
+
+    def to_extras(self, base: dict | None = None) -> dict:
+        """``base`` (other keys and their order kept) updated with the fields that are not None."""
+        out = dict(base or {})
+        out.update((f.name, getattr(self, f.name)) for f in dataclasses.fields(self)
+                   if getattr(self, f.name) is not None)
+        return out
+
+
+class RoundBased(FixedSchedule):
     """Base of FedSparsify and FLASH: rounds of local steps, partial participation, a server model.
 
     Parameters
@@ -252,13 +274,8 @@ class RoundBased(_FixedSchedule):
             index = self.comm.bits(counts, d) - values
             return values + np.where(np.asarray(mask_sent, bool) & (counts < d), index, 0)
 
-        return {
-            "communications": state.communications + np.asarray(coin, np.int64),
-            "bits_up": state.bits_up + np.where(up, bits(up_counts, up_mask), 0),
-            "bits_down": state.bits_down + np.where(down, bits(down_counts, down_mask), 0),
-            "values_up": state.values_up + np.where(up, up_counts, 0),
-            "upload_nnz": np.where(up, up_counts, state.upload_nnz),
-        }
+        # counts from the masks, participants only (not Algorithm._account's nnz of every client's message)
+        return add_tallies(state, coin, up, down, bits(up_counts, up_mask), bits(down_counts, down_mask), up_counts)
 
     # -- output -----------------------------------------------------------------------
     def output(self, state: State):

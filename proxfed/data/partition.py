@@ -15,7 +15,7 @@ import numbers
 import numpy as np
 
 from .. import _backend as B
-from .dataset import FederatedDataset, Split
+from .federation import PartitionError, check_partition, federate, integer_at_least
 
 __all__ = [
     "PartitionError",
@@ -30,16 +30,6 @@ __all__ = [
 
 # Key of the random streams of each partitioner: rng(seed, _STREAM, ...).
 _IID, _DIR, _UNBAL_SIZES, _UNBAL_PRIORS, _UNBAL_DRAW, _SHARDS = range(6)
-
-
-class PartitionError(ValueError):
-    """A partition cannot satisfy its constraints (``min_size``, too few rows or classes)."""
-
-
-def _int(value, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
 
 
 def _positive(value, name: str) -> float:
@@ -105,9 +95,9 @@ def partition_iid(n_samples: int, n_clients: int, seed: int = 0, *, min_size: in
     >>> [p.size for p in partition_iid(10, 3, seed=0)]
     [4, 3, 3]
     """
-    n_samples = _int(n_samples, "n_samples", 0)
-    n_clients = _int(n_clients, "n_clients", 1)
-    min_size = _int(min_size, "min_size", 0)
+    n_samples = integer_at_least(n_samples, "n_samples", 0)
+    n_clients = integer_at_least(n_clients, "n_clients", 1)
+    min_size = integer_at_least(min_size, "min_size", 0)
     if n_samples // n_clients < min_size:
         raise PartitionError(
             f"iid: {n_samples} rows cannot give each of {n_clients} clients min_size={min_size} rows"
@@ -164,10 +154,10 @@ def partition_dirichlet(
     100
     """
     y = _labels(labels)
-    n_clients = _int(n_clients, "n_clients", 1)
+    n_clients = integer_at_least(n_clients, "n_clients", 1)
     alpha = _positive(alpha, "alpha")
-    min_size = _int(min_size, "min_size", 0)
-    max_retries = _int(max_retries, "max_retries", 1)
+    min_size = integer_at_least(min_size, "min_size", 0)
+    max_retries = integer_at_least(max_retries, "max_retries", 1)
     if y.size < n_clients * min_size:
         raise PartitionError(f"dirichlet: {y.size} rows cannot give each of {n_clients} clients "
                              f"min_size={min_size} rows")
@@ -272,12 +262,12 @@ def partition_unbalanced_dirichlet(
     (10, 300)
     """
     y = _labels(labels)
-    n_clients = _int(n_clients, "n_clients", 1)
+    n_clients = integer_at_least(n_clients, "n_clients", 1)
     alpha = _positive(alpha, "alpha")
     if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not np.isfinite(sigma) or sigma < 0:
         raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
-    min_size = _int(min_size, "min_size", 0)
-    max_retries = _int(max_retries, "max_retries", 1)
+    min_size = integer_at_least(min_size, "min_size", 0)
+    max_retries = integer_at_least(max_retries, "max_retries", 1)
     n = y.size
     if n < n_clients * max(min_size, 1):
         raise PartitionError(f"unbalanced dirichlet: {n} rows cannot give each of {n_clients} clients "
@@ -381,9 +371,9 @@ def partition_shards(
     [True, True, True, True, True]
     """
     y = _labels(labels)
-    n_clients = _int(n_clients, "n_clients", 1)
-    k = _int(shards_per_client, "shards_per_client", 1)
-    min_size = _int(min_size, "min_size", 0)
+    n_clients = integer_at_least(n_clients, "n_clients", 1)
+    k = integer_at_least(shards_per_client, "shards_per_client", 1)
+    min_size = integer_at_least(min_size, "min_size", 0)
     n_shards = n_clients * k
     if y.size < n_shards:
         raise PartitionError(f"shards: {y.size} rows cannot be cut into {n_shards} non-empty shards")
@@ -434,7 +424,7 @@ def partition_by_key(keys, *, min_size: int = 1, return_keys: bool = False):
     keys = np.asarray(keys)
     if keys.ndim not in (1, 2) or keys.shape[0] == 0:
         raise ValueError(f"keys must be a non-empty array of shape (n,) or (n, k), got {keys.shape}")
-    min_size = _int(min_size, "min_size", 0)
+    min_size = integer_at_least(min_size, "min_size", 0)
     if keys.ndim == 2:
         uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
     else:
@@ -450,76 +440,3 @@ def partition_by_key(keys, *, min_size: int = 1, return_keys: bool = False):
             f"(first: {uniq[small[0]].tolist()!r} with {int(counts[small[0]])} rows)"
         )
     return (parts, uniq) if return_keys else parts
-
-
-def check_partition(parts, n_samples: int) -> None:
-    """Raise ``ValueError`` unless ``parts`` is a partition of ``range(n_samples)`` (disjoint, complete).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from proxfed.data import check_partition
-    >>> check_partition([np.array([0, 2]), np.array([1])], 3)
-    """
-    n_samples = _int(n_samples, "n_samples", 0)
-    seen = np.zeros(n_samples, dtype=np.int64)
-    for i, p in enumerate(parts):
-        p = np.asarray(p)
-        if p.ndim != 1 or (p.size and p.dtype.kind not in "iu"):
-            raise ValueError(f"client {i}: indices must be a 1-d integer array")
-        if p.size and (p.min() < 0 or p.max() >= n_samples):
-            raise ValueError(f"client {i}: index out of range [0, {n_samples})")
-        np.add.at(seen, p, 1)
-    if np.any(seen > 1):
-        raise ValueError(f"rows assigned to more than one client: {np.flatnonzero(seen > 1)[:10].tolist()}")
-    if np.any(seen == 0):
-        raise ValueError(f"rows assigned to no client: {np.flatnonzero(seen == 0)[:10].tolist()}")
-
-
-def federate(X, y, parts, *, test=None, validation=None, name: str = "dataset", meta: dict | None = None):
-    """Build a :class:`~proxfed.data.FederatedDataset` from rows and a partition.
-
-    Client ``i`` gets rows ``X[parts[i]]`` in that order. ``meta["row_index"]``
-    records, for every row of the result, its index in ``X``.
-
-    Parameters
-    ----------
-    X : array, shape (n, p)
-    y : array, shape (n,)
-    parts : list of integer arrays
-        A partition of ``range(n)`` (checked with :func:`check_partition`);
-        every part must be non-empty.
-    test, validation : Split or (X, y) tuple, optional
-    name : str
-    meta : dict, optional
-        Extra entries for ``meta``.
-
-    Returns
-    -------
-    FederatedDataset
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from proxfed.data import federate, partition_iid
-    >>> X, y = np.arange(12.0).reshape(6, 2), np.arange(6)
-    >>> federate(X, y, partition_iid(6, 2, seed=0)).client_sizes.tolist()
-    [3, 3]
-    """
-    X = np.asarray(X)
-    y = np.asarray(y)
-    if X.ndim < 1 or y.ndim != 1 or X.shape[0] != y.shape[0]:
-        raise ValueError(f"X and y must have the same number of rows, got {X.shape} and {y.shape}")
-    check_partition(parts, X.shape[0])
-    sizes = np.array([np.asarray(p).size for p in parts], dtype=np.int64)
-    if sizes.size == 0 or sizes.min() == 0:
-        raise ValueError("every client needs at least one row; the partition has an empty part")
-    index = np.concatenate([np.asarray(p, dtype=np.int64) for p in parts])
-    if isinstance(test, tuple):
-        test = Split(*test)
-    if isinstance(validation, tuple):
-        validation = Split(*validation)
-    return FederatedDataset(
-        X[index], y[index], np.concatenate([[0], np.cumsum(sizes)]), test=test, validation=validation,
-        name=name, meta={"row_index": index, **(meta or {})},
-    )

@@ -34,11 +34,11 @@ def device_spectral(problem, like) -> dict:
     xp, dev = B.namespace(like), B.device_of(like)
     f64 = xp.float64
     if like.dtype != f64:  # decomposed in float64 and cast, as the NumPy path does
-        base = problem._device_spectral.get(xp.empty(0, dtype=f64, device=dev))
+        base = problem.device_spectra.get(xp.empty(0, dtype=f64, device=dev))
         cast = lambda a: xp.astype(a, like.dtype)  # noqa: E731
         blocks = [(idx,) + tuple(cast(a) for a in rest) for idx, *rest in base["blocks"]]
         return {**base, "blocks": blocks, "logs": {}}
-    data = problem._device.get(like)
+    data = problem.device_layout.get(like)
     half = problem.alpha / 2
     blocks, flat = [], []
     for kind, idx, A, b, _ in data["blocks"]:
@@ -48,7 +48,7 @@ def device_spectral(problem, like) -> dict:
         else:  # A = X (Nb, rows, d), b = y (Nb, 1, rows): X^T X = V diag(s^2) V^T
             _, s, Vh = xp.linalg.svd(A, full_matrices=False)
             s2, V, c = s * s, xp.matrix_transpose(Vh), xp.matmul(b, A)
-        # rows of the client's zero columns exactly 0: the (alpha/2) I part alone acts there (ridge._zero_rows)
+        # rows of the client's zero columns exactly 0: the (alpha/2) I part alone acts there (ridge.zero_rows)
         V = xp.where(xp.all(A == 0, axis=-2)[:, :, None], xp.zeros_like(V), V)
         V, Vt = _c_order(V), _c_order(xp.matrix_transpose(V))  # the products read them as they are
         s2 = s2[:, None, :]
@@ -100,7 +100,7 @@ def device_local_steps(problem, W, H, gam: np.ndarray, ks: np.ndarray):
     """:meth:`Ridge.local_steps` for iterates of another library: ``W``, ``H`` (..., N, d) on the device,
     ``gam`` and ``ks`` (R,) float64 on the host (validated by the caller)."""
     xp = B.namespace(W)
-    spec = problem._device_spectral.get(W)
+    spec = problem.device_spectra.get(W)
     N, d = problem.n_clients, problem.dim
     half = problem.alpha / 2
     psi = _psi(spec, gam, ks, W)                                   # (S + 1, R)

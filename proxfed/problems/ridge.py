@@ -58,7 +58,7 @@ def _psi_logs(lam, gamma):
     return x, np.log1p(-np.minimum(x, 0.5)), stable, bool(stable.all()), bool(np.all(lam > 0))
 
 
-def _zero_rows(V: np.ndarray, A: np.ndarray) -> np.ndarray:
+def zero_rows(V: np.ndarray, A: np.ndarray) -> np.ndarray:
     """``V`` (n, d, r) with row ``j`` of client ``n`` set to 0 where column ``j`` of ``A[n]`` (n, rows, d) is 0.
 
     Such a coordinate decouples from the others for that client (``H_i = A_i^T A_i + (alpha/2) I``
@@ -132,8 +132,10 @@ class Ridge(FederatedProblem):
         self._buckets, self._inverse = single["buckets"], single["inverse"]
         self._layouts = {"single": single}
         self._host_cache: dict = {}
-        self._device = DeviceCache(self._to_device)
-        self._device_spectral = DeviceCache(self._spectral_to_device)
+        #: The device layout per device (:meth:`_to_device`); read by :mod:`._device_steps` too.
+        self.device_layout = DeviceCache(self._to_device)
+        #: The eigenbases of the device layout's blocks per device and dtype (``device_spectral``).
+        self.device_spectra = DeviceCache(self._spectral_to_device)
         self._global = DeviceCache(self._global_gram)
 
     def _global_gram(self, like):
@@ -224,7 +226,7 @@ class Ridge(FederatedProblem):
         if isinstance(W, np.ndarray) and W.dtype in (np.float32, np.float64):
             return self._data_terms_numpy(W, want_value, want_grad)
         xp = B.namespace(W)
-        dev = self._device.get(W)
+        dev = self.device_layout.get(W)
         N, d = self.n_clients, self.dim
         Wt, lead, R = runs_first(W, N, (d,))
         grads = Assembler(W, N, R, (d,), dev["inverse"]) if want_grad else None
@@ -313,11 +315,11 @@ class Ridge(FederatedProblem):
             blocks = []
             if lay["gram_clients"].size:
                 s2, V = np.linalg.eigh(lay["G"])
-                blocks.append((lay["gram_clients"], _zero_rows(V, lay["G"]), np.maximum(s2, 0.0), lay["c"]))
+                blocks.append((lay["gram_clients"], zero_rows(V, lay["G"]), np.maximum(s2, 0.0), lay["c"]))
             for bk in raw["buckets"]:
                 X, y = bk.X.astype(np.float64), bk.y.astype(np.float64)[..., None]
                 _, sv, Vt = np.linalg.svd(X, full_matrices=False)
-                blocks.append((bk.clients, _zero_rows(np.swapaxes(Vt, 1, 2), X), sv**2,
+                blocks.append((bk.clients, zero_rows(np.swapaxes(Vt, 1, 2), X), sv**2,
                                np.matmul(np.swapaxes(X, 1, 2), y)))
             cast = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
             sizes = [s2.size for _, _, s2, _ in blocks]

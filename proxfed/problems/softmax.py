@@ -79,7 +79,8 @@ class SoftmaxRegression(FederatedProblem):
         self.n_classes = int(n_classes)
         self.init = init
         self._scale = self.n_clients / dataset.n_samples
-        self._device = DeviceCache(self._to_device)
+        #: The device layout per device (:meth:`_to_device`).
+        self.device_layout = DeviceCache(self._to_device)
 
     @property
     def n_inputs(self) -> int:
@@ -116,7 +117,7 @@ class SoftmaxRegression(FederatedProblem):
         if isinstance(W, np.ndarray) and W.dtype in (np.float32, np.float64):
             return self._data_terms_numpy(W, want_value, want_grad)
         xp = B.namespace(W)
-        dev = self._device.get(W)
+        dev = self.device_layout.get(W)
         N, p1, C = self.n_clients, self.n_inputs + 1, self.n_classes
         # w = [vec(W) (p C), c (C)] is a (p + 1, C) matrix whose last row is the intercept
         Wt, lead, R = runs_first(W, N, (p1, C))                                  # (N, p + 1, R, C)
