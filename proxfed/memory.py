@@ -27,7 +27,6 @@ _DEFAULT_MMAP_MAX = 65536
 _DEFAULT_TRIM_THRESHOLD = 128 * 1024
 #: The setting in effect, as :func:`keep_freed_memory` last applied it (what run.json records).
 settings = {"keep_freed_memory": False}
-_state = settings  # the old name, until its importers switch
 
 
 def _glibc():

@@ -112,9 +112,6 @@ def nan_passing_through(fn):
     return wrapper
 
 
-_nan_passing_through = nan_passing_through  # (old name, kept while other modules move over)
-
-
 def _nan_rows(x):
     """Rows of a NumPy ``x`` holding a NaN (bool, shape ``x.shape[:-1]``), or None when there are none.
 

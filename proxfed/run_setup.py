@@ -7,6 +7,7 @@ import numpy as np
 from . import _backend as B
 from ._validation import check_seed
 from .algorithms.base import TALLIES, State, seeds_and_keys, select_runs
+from .problems.capabilities import has_cheap_solution
 
 __all__ = ["initial_models", "default_models", "count_runs", "check_problem", "resume_seed", "contiguous",
            "split_and_reference", "merge_runs", "problem_config"]
@@ -95,7 +96,7 @@ def split_and_reference(problem, split, reference):
     if isinstance(reference, str):
         if reference != "auto":
             raise ValueError("reference must be 'auto', an array or None")
-        reference = problem.solution() if getattr(problem, "cheap_solution", False) else None
+        reference = problem.solution() if has_cheap_solution(problem) else None
     return split, reference
 
 

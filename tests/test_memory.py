@@ -41,10 +41,10 @@ def test_keep_freed_memory_reports_whether_it_applied_and_restores():
         assert memory.keep_freed_memory() is False
         return
     try:
-        assert memory.keep_freed_memory() is True and memory._state["keep_freed_memory"] is True
+        assert memory.keep_freed_memory() is True and memory.settings["keep_freed_memory"] is True
     finally:
         assert memory.keep_freed_memory(False) is True
-    assert memory._state["keep_freed_memory"] is False
+    assert memory.settings["keep_freed_memory"] is False
 
 
 @pytest.mark.skipif(_glibc() is None, reason="needs glibc")
@@ -53,10 +53,10 @@ def test_cli_keeps_freed_memory_for_the_command_only(monkeypatch):
     import proxfed.memory as memory
 
     seen = []
-    monkeypatch.setattr(cli, "_main", lambda parser, args: seen.append(memory._state["keep_freed_memory"]) or 0)
+    monkeypatch.setattr(cli, "_main", lambda parser, args: seen.append(memory.settings["keep_freed_memory"]) or 0)
     assert cli.main(["--version"]) == 0 and cli.main(["--release-memory", "--version"]) == 0
     assert seen == [True, False]  # on during the command unless --release-memory ...
-    assert memory._state["keep_freed_memory"] is False  # ... and off again for the caller
+    assert memory.settings["keep_freed_memory"] is False  # ... and off again for the caller
 
 
 @pytest.mark.skipif(_glibc() is None, reason="needs glibc")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..memory import _state as _memory_state  # (memory's state is private today; see issue 22)
+from ..memory import settings as memory_settings
 from ..threads import blas_info
 
 
@@ -37,7 +37,7 @@ def machine() -> dict:
     """Platform, Python, NumPy, proxfed and BLAS of this process, for ``run.json``."""
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "python": sys.version.split()[0], "numpy": np.__version__,
-            "proxfed": __version__, "keep_freed_memory": _memory_state["keep_freed_memory"],
+            "proxfed": __version__, "keep_freed_memory": memory_settings["keep_freed_memory"],
             "blas": [{k: lib[k] for k in ("internal_api", "num_threads", "version")} for lib in blas_info()]}
 
 
