@@ -313,12 +313,15 @@ def upward_rst(modules: dict) -> list:
 def sizes_rst(allowlist: Path = ALLOWLIST) -> list:
     data = json.loads(allowlist.read_text())
     limits = data["limits"]
-    out = [f"Modules over {limits['module_lines']} lines:", ""]
-    out += _rst_table(["module", "lines"], [[f"``{k}``", str(v)] for k, v in
-                                           sorted(data["modules"].items(), key=lambda kv: -kv[1])])
-    out += ["", f"Functions over {limits['function_lines']} lines:", ""]
-    out += _rst_table(["function", "lines"], [[f"``{k}``", str(v)] for k, v in
-                                             sorted(data["functions"].items(), key=lambda kv: -kv[1])])
+    out = []
+    for kind, limit, header in (("modules", limits["module_lines"], "module"),
+                                ("functions", limits["function_lines"], "function")):
+        entries = sorted(data[kind].items(), key=lambda kv: -kv[1])
+        if not entries:
+            out += [f"No {header} is over {limit} lines.", ""]
+            continue
+        out += [f"{kind.capitalize()} over {limit} lines:", ""]
+        out += _rst_table([header, "lines"], [[f"``{k}``", str(v)] for k, v in entries]) + [""]
     return out
 
 
