@@ -167,6 +167,7 @@ class Recorder:
             "sum_h_norm": host(xp.linalg.vector_norm(xp.sum(state.h, axis=-2), axis=-1)),
             "mean_h_norm": host(xp.mean(xp.linalg.vector_norm(state.h, axis=-1), axis=-1)),
             "w_norm": host(xp.linalg.vector_norm(w_avg, axis=-1)),
+            "output_norm": host(xp.linalg.vector_norm(w_out, axis=-1)),
             "consensus_gap": host(xp.sqrt(xp.mean(xp.sum((state.w - w_avg[..., None, :]) ** 2, axis=-1), axis=-1))),
         }
         if self.reference is not None:

@@ -31,7 +31,7 @@ __all__ = ["run", "RunResult", "initial_models", "save_state", "load_state", "HI
 HISTORY_KEYS = (
     "iteration", "communications", "local_steps", "bits_up", "bits_down", "bits_up_total",
     "bits_down_total", "upload_nnz", "loss", "loss_dense", "sum_h_norm", "mean_h_norm", "w_norm",
-    "consensus_gap", "dist_opt", "metric", "time",
+    "output_norm", "consensus_gap", "dist_opt", "metric", "time",
 )
 
 #: Fewest iterations between two records of :func:`run` by default (a record costs 0.3-1.5 local steps).

@@ -159,3 +159,30 @@ def test_reproduce_makes_no_results_directory_when_the_data_fail_to_load(tmp_pat
     (tmp_path / "afile").write_text("")
     with pytest.raises(NotADirectoryError, match="afile"):
         reproduce("blogfeedback", bad, tmp_path / "afile", progress=False, echo=lambda m: None)
+
+
+# -- Table 5's train loss in the history (issue 20's decision: the data term of the output) ----------
+@pytest.mark.parametrize("which", ["ridge", "softmax"])
+def test_history_train_loss_is_the_output_data_term(which):
+    """``with_train_loss`` turns ``loss`` and ``output_norm`` into sum_i (data term of client i) at the output."""
+    import proxfed
+    from proxfed.algorithms import sparse_proxskip
+    from proxfed.experiments.pipeline import with_train_loss
+    from tests.test_equivalence import ridge_pair, softmax_pair
+
+    prob, ref = ridge_pair("mixed", alpha=3.0) if which == "ridge" else softmax_pair(alpha=0.1)
+    k = max(1, prob.dim // 4)
+    res = proxfed.run(sparse_proxskip(0.5 / float(np.max(prob.smoothness())), 0.3, k), prob, 40, seed=[1, 2],
+                      every=10)
+    hist = with_train_loss(dict(res.history), prob)
+    assert hist["train_loss_sum"].shape == hist["loss"].shape == (5, 2)
+    for r in range(2):
+        w = np.asarray(res.w[r])
+        reg = ref.alpha / 4 if which == "ridge" else ref.alpha / 2  # the regularizer inside each f_i
+        data = sum(ref.value(i, w) - reg * (w @ w) for i in range(ref.n_clients))
+        assert hist["train_loss_sum"][-1, r] == pytest.approx(data, rel=1e-9)
+        assert np.count_nonzero(w) <= k and hist["output_norm"][-1, r] == pytest.approx(np.linalg.norm(w))
+    # the output is TopK(w̄), so its norm is not that of w̄
+    assert not np.allclose(hist["output_norm"][1:], hist["w_norm"][1:])
+    stored = {k_: v for k_, v in res.history.items() if k_ != "output_norm"}  # a run stored before output_norm
+    assert "train_loss_sum" not in with_train_loss(stored, prob)

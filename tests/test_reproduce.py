@@ -399,6 +399,8 @@ def check_results_dir(out, dataset, appendix_d=False):
                     assert h[key].shape[0] == summ["records"], (m, s, key)
                 assert h["metric"].shape == (summ["records"], budget.seeds)
                 assert np.allclose(h["metric"][-1], summ["metric"])
+                # the history's train loss (Table 5's definition) ends at the table's value
+                assert np.allclose(h["train_loss_sum"][-1], summ["train_loss_sum"], rtol=1e-9)
                 if summ["driver"] == "run_exact":  # each seed stopped at its own last communication
                     assert h["iteration"][-1] == max(summ["iterations"])
                 else:
