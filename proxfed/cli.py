@@ -49,11 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="methods to run (default: the Algorithm-1 variants and FedHT/FedIHT; also "
                            "fedsparsify_global, fedsparsify_local, random_pruning, pdst, spdst, jmwst)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    from . import extensions
+    from .experiments.specs import EXPERIMENTS, SPECS
+
     rep = sub.add_parser("reproduce", help="reproduce the paper's BlogFeedback or FEMNIST tables and figures")
-    rep.add_argument("experiment", choices=("blogfeedback", "femnist", "femnist-appendix-d", "cifar10"),
-                     help="blogfeedback: Tables 1, 2, 5 and Figure 2; femnist: Tables 3, 4, Figure 3 and "
-                          "Appendix D; femnist-appendix-d: only Appendix D; cifar10: Figure 4 (ResNet18, "
-                          "needs the dl extra)")
+    made = {name: "only Appendix D" if only_d else SPECS[d].description for name, (d, only_d) in EXPERIMENTS.items()}
+    made.update(extensions.EXPERIMENTS)
+    rep.add_argument("experiment", choices=tuple(made), help="; ".join(f"{n}: {what}" for n, what in made.items()))
     rep.add_argument("--data-dir", required=True,
                      help="the dataset folder, or a folder containing blogfeedback/ or femnist/")
     rep.add_argument("--budget", choices=("smoke", "quick", "small", "paper"), default="smoke",
@@ -230,7 +232,9 @@ def _output_dirs(args) -> list:
 
 def _default_out(args) -> str:
     """``proxfed-results/<dataset>-<budget>``, as :func:`proxfed.experiments.paper.reproduce` would choose."""
-    dataset = "femnist" if args.experiment.startswith("femnist") else args.experiment
+    from .experiments.specs import EXPERIMENTS
+
+    dataset = EXPERIMENTS.get(args.experiment, (args.experiment,))[0]
     return f"proxfed-results/{dataset}-{args.budget}"
 
 
@@ -259,7 +263,7 @@ def _main(parser, args) -> int:
         return 0
     if args.command == "demo":
         return _demo(_subparser(parser, "demo"), args)
-    if args.command == "reproduce" and args.experiment == "cifar10":
+    if args.command == "reproduce" and args.experiment == "cifar10":  # (the one experiment of proxfed.extensions)
         return _reproduce_cifar10(_subparser(parser, "reproduce"), args)
     if args.command == "reproduce":
         return _reproduce(_subparser(parser, "reproduce"), args)
@@ -298,20 +302,23 @@ def _reproduce(parser, args) -> int:
     """``proxfed reproduce blogfeedback|femnist|femnist-appendix-d`` (``parser``: the ``reproduce`` subparser)."""
     from .experiments.options import check_options, check_sparsities
     from .experiments.paper import BUDGETS, PAPER_METHODS, reproduce
+    from .experiments.specs import EXPERIMENTS, SPECS, with_option
 
-    dataset = "femnist" if args.experiment.startswith("femnist") else "blogfeedback"
+    dataset, only_d = EXPERIMENTS[args.experiment]
+    spec = SPECS[dataset]
     if args.seed < 0:
         parser.error("--seed must be >= 0")
     if args.alpha is not None and args.alpha != "validation" and not (math.isfinite(args.alpha) and args.alpha > 0):
         parser.error(f"--alpha must be a finite number > 0 or 'validation', got {args.alpha}")
     if args.budget not in BUDGETS[dataset]:
         parser.error(f"{dataset} has no {args.budget!r} budget; choose from {', '.join(BUDGETS[dataset])}")
-    if args.alpha == "validation" and dataset != "blogfeedback":
-        parser.error("--alpha validation is for blogfeedback (FEMNIST chooses alpha on its hold-out by default)")
-    if args.pixels is not None and dataset != "femnist":
-        parser.error("--pixels applies to femnist only")
-    if args.scaling != "minmax" and dataset != "blogfeedback":
-        parser.error("--scaling applies to blogfeedback only")
+    if args.alpha == "validation" and not spec.validation_alpha:
+        parser.error(f"--alpha validation is for {' and '.join(with_option('validation_alpha'))} "
+                     f"({spec.alpha_policy})")
+    if args.pixels is not None and not spec.pixels:
+        parser.error(f"--pixels applies to {' and '.join(with_option('pixels'))} only")
+    if args.scaling != "minmax" and not spec.scaling:
+        parser.error(f"--scaling applies to {' and '.join(with_option('scaling'))} only")
     if args.communications is not None and args.communications < 1:
         parser.error(f"--communications must be >= 1, got {args.communications}")
     if args.tuned is not None and not Path(args.tuned).expanduser().is_file():
@@ -329,7 +336,6 @@ def _reproduce(parser, args) -> int:
         bad = [m for m in args.methods if m not in PAPER_METHODS[dataset]]
         if bad:
             parser.error(f"unknown methods {bad}; choose from {', '.join(PAPER_METHODS[dataset])}")
-    only_d = args.experiment == "femnist-appendix-d"
     from ._backend import array_template
 
     try:
@@ -339,7 +345,7 @@ def _reproduce(parser, args) -> int:
     _check_paths(parser, args)
     reproduce(dataset, args.data_dir, args.out, budget=args.budget,
               methods=tuple(args.methods) if args.methods else None, seed=args.seed, alpha=args.alpha,
-              appendix_d=(dataset == "femnist" and not args.no_appendix_d) or only_d, main=not only_d,
+              appendix_d=(spec.appendix_d and not args.no_appendix_d) or only_d, main=not only_d,
               cache_dir=args.cache_dir, progress=not args.no_progress, backend=args.backend,
               device=args.device, dtype=args.dtype, pixels=args.pixels or "inverted", jobs=args.jobs,
               driver=args.driver, scaling=args.scaling, communications=args.communications, tuned=args.tuned,

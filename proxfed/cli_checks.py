@@ -41,7 +41,7 @@ def data_dir_problem(experiment: str, path: Path) -> str | None:
         return "no such file or directory"
     if experiment == "cifar10":
         return cifar10_problem(path)
-    dataset = "femnist" if experiment.startswith("femnist") else "blogfeedback"
+    dataset = "femnist" if experiment.startswith("femnist") else "blogfeedback"  # (run's and reproduce's names)
     folder = path / dataset if (path / dataset).is_dir() else path
     if dataset == "femnist":
         if not all((folder / split).is_dir() for split in ("train", "test")):

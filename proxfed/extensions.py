@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["ENTRIES", "EXTRAS", "MissingExtension", "load"]
+__all__ = ["ENTRIES", "EXPERIMENTS", "EXTRAS", "MissingExtension", "load"]
 
 #: The registered objects: a name the core uses -> ``"module:attribute"``.
 ENTRIES = {
@@ -24,6 +24,12 @@ ENTRIES = {
     "reproduce cifar10 methods": "proxfed_dl.reproduce:CIFAR10_METHODS",
     "torch methods": "proxfed_dl.algorithms:ALGORITHMS",
     "torch problem": "proxfed_dl:TorchProblem",
+}
+
+#: ``proxfed reproduce`` experiments an extension provides: name -> what it makes (its ``--help``);
+#: ``ENTRIES["reproduce <name>"]`` runs it.
+EXPERIMENTS = {
+    "cifar10": "Figure 4 (ResNet18, needs the dl extra)",
 }
 
 #: Top-level package -> (what it needs, the ``pip install`` that brings it).

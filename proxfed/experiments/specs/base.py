@@ -67,9 +67,15 @@ class DatasetSpec:
         File name of the train-loss table (None: the paper has none).
     figure : (str, str)
         File name stem and the paper's figure.
+    description : str
+        What ``proxfed reproduce <name>`` makes (its ``--help``).
+    alpha_policy : str
+        How it chooses ``alpha`` by default (for the command line's messages).
     """
 
     name = ""
+    description = ""
+    alpha_policy = ""
     methods: tuple = ()
     budgets: dict = {}
     metric_label = ""

@@ -106,6 +106,8 @@ class BlogFeedbackSpec(DatasetSpec):
     """BlogFeedback (Tables 1, 2, 5; Figure 2): ridge, ``alpha`` on the validation split."""
 
     name = "blogfeedback"
+    description = "Tables 1, 2, 5 and Figure 2"
+    alpha_policy = "BlogFeedback chooses alpha on its validation split by default"
     methods = ("final_topk", "fedht", "fediht", "accelerated_server_pruning", "randprox_l1",
                "sparse_proxskip_local", "sparse_proxskip", "proxskip")
     budgets = BLOGFEEDBACK_BUDGETS

@@ -102,6 +102,8 @@ class FemnistSpec(DatasetSpec):
     """FEMNIST (Tables 3, 4; Figure 3; Appendix D): softmax regression, ``alpha`` on the hold-out."""
 
     name = "femnist"
+    description = "Tables 3, 4, Figure 3 and Appendix D"
+    alpha_policy = "FEMNIST chooses alpha on its hold-out by default"
     methods = ("final_topk", "fedht", "fediht", "accelerated_server_pruning", "sparse_proxskip_local",
                "sparse_proxskip", "proxskip")
     budgets = FEMNIST_BUDGETS
