@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["StoredResultWarning", "read_back_json", "read_back_npz", "jsonable", "write_json_atomic"]
+__all__ = ["StoredResultWarning", "UnreadableNpz", "read_npz", "read_back_json", "read_back_npz", "jsonable",
+           "write_json_atomic"]
 
 
 class StoredResultWarning(UserWarning):
@@ -32,6 +33,35 @@ class StoredResultWarning(UserWarning):
 
 def _warn(path: Path, problem: str) -> None:
     warnings.warn(f"{path}: {problem}; recomputing it", StoredResultWarning, stacklevel=3)
+
+
+class UnreadableNpz(ValueError):
+    """An ``.npz`` file that cannot be read whole; the message says why (each caller words the error)."""
+
+
+#: What ``np.load`` and reading an archive's members raise on a truncated or corrupt file.
+_NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
+def read_npz(path) -> dict:
+    """Every array of the ``.npz`` archive ``path``, read (and so CRC-checked) now.
+
+    Raises
+    ------
+    UnreadableNpz
+        The file is a single ``.npy`` array (message ``"a single .npy array, not an .npz archive"``)
+        or truncated or corrupt (message ``"<exception type>: <message>"``).
+    """
+    try:
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise UnreadableNpz("a single .npy array, not an .npz archive")
+        with npz:
+            return {k: npz[k] for k in npz.files}
+    except UnreadableNpz:
+        raise
+    except _NPZ_ERRORS as exc:
+        raise UnreadableNpz(f"{type(exc).__name__}: {exc}") from None
 
 
 def read_back_json(path, kind: type | None = dict):
@@ -81,14 +111,11 @@ def read_back_npz(path, required=(), length: int | None = None) -> dict | None:
     """
     path = Path(path)
     try:
-        npz = np.load(path, allow_pickle=False)
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            _warn(path, "damaged stored result (an .npy array, not an .npz archive)")
-            return None
-        with npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-        _warn(path, f"damaged stored result ({type(exc).__name__}: {exc})")
+        arrays = read_npz(path)
+    except UnreadableNpz as exc:
+        npy = str(exc).startswith("a single .npy")
+        _warn(path, "damaged stored result (an .npy array, not an .npz archive)" if npy
+              else f"damaged stored result ({exc})")
         return None
     missing = [k for k in required if k not in arrays]
     if missing:

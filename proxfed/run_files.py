@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _backend as B
+from ._stored import UnreadableNpz, read_npz
 from .algorithms.base import TALLIES, State
 
 __all__ = ["RUN_FILES", "staged_directory", "save_state", "load_state"]
@@ -126,25 +127,17 @@ def load_state(path, like=None) -> State:
         ``.npz`` archive, lacks arrays or holds arrays of the wrong type or
         shape; the message names the file and what is wrong.
     """
-    import zipfile
-    import zlib
-
     from .data._io import DataFormatError
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"state file not found: {path}")
     try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise DataFormatError(f"{path}: not a state file (a single .npy array, not an .npz archive)")
-        with data:
-            arrays = {k: data[k] for k in data.files}  # reads (and CRC-checks) every member now
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-        if isinstance(exc, DataFormatError):
-            raise
-        raise DataFormatError(f"{path}: not a readable state file: truncated or corrupt ({type(exc).__name__}: "
-                              f"{exc})") from None
+        arrays = read_npz(path)
+    except UnreadableNpz as exc:
+        if str(exc).startswith("a single .npy"):
+            raise DataFormatError(f"{path}: not a state file (a single .npy array, not an .npz archive)") from None
+        raise DataFormatError(f"{path}: not a readable state file: truncated or corrupt ({exc})") from None
     missing = [k for k in _STATE_ARRAYS if k not in arrays]
     if missing:
         raise DataFormatError(f"{path}: not a state file: missing arrays {missing}")

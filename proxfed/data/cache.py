@@ -6,13 +6,11 @@ import hashlib
 import json
 import os
 import warnings
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
-from .._stored import jsonable
+from .._stored import UnreadableNpz, jsonable, read_npz
 from ._io import DataFormatError, atomic_path
 from .dataset import FederatedDataset, Split
 
@@ -108,15 +106,12 @@ def load_dataset(path) -> FederatedDataset:
     if not path.is_file():
         raise FileNotFoundError(f"dataset cache not found: {path}")
     try:
-        npz = np.load(path, allow_pickle=False)
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise DataFormatError(f"{path}: not a proxfed dataset file (a single .npy array, not an .npz archive)")
-        with npz:
-            data = {k: npz[k] for k in npz.files}
-    except DataFormatError:
-        raise
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-        raise DataFormatError(f"{path}: not a readable .npz dataset ({type(exc).__name__}: {exc})") from None
+        data = read_npz(path)
+    except UnreadableNpz as exc:
+        if str(exc).startswith("a single .npy"):
+            raise DataFormatError(f"{path}: not a proxfed dataset file (a single .npy array, not an .npz archive)"
+                                  ) from None
+        raise DataFormatError(f"{path}: not a readable .npz dataset ({exc})") from None
     header = _read_header(data, path)
     missing = [k for k in ("X", "y", "offsets") if k not in data]
     if missing:
