@@ -103,12 +103,11 @@ def split_and_reference(problem, split, reference):
 def merge_runs(keep_new: np.ndarray, new: State, old: State) -> State:
     """Per run: ``new`` where ``keep_new``, else ``old`` (iterates, extras and accounting)."""
     acc = {"communications": np.where(keep_new, new.communications, old.communications)}
+    device = [getattr(s, n) for s in (new, old) for n in TALLIES if not isinstance(getattr(s, n), np.ndarray)]
+    if device:  # one on the device: both there
+        new, old = new.with_device_tallies(device[0]), old.with_device_tallies(device[0])
     for name in TALLIES:
         a, b = getattr(new, name), getattr(old, name)
-        if isinstance(a, np.ndarray) and not isinstance(b, np.ndarray):  # one on the device: both there
-            a = B.from_numpy(a, like=b)
-        elif isinstance(b, np.ndarray) and not isinstance(a, np.ndarray):
-            b = B.from_numpy(b, like=a)
         m = keep_new.reshape(keep_new.shape + (1,) * (a.ndim - keep_new.ndim))
         acc[name] = np.where(m, a, b) if isinstance(a, np.ndarray) else \
             B.namespace(a).where(B.device_constant(m, like=a), a, b)

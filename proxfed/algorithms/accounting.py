@@ -110,8 +110,8 @@ def device_tallies(comm, state, coin_mask, sent_up, sent_down, d: int, runs) -> 
     nnz_up = sum(B.nnz(m) for m in sent_up)
     added = {"bits_up": sum(comm.bits(B.nnz(m), d) for m in sent_up),
              "bits_down": sum(comm.bits(B.nnz(m), d) for m in sent_down), "values_up": nnz_up}
-    old = {n: B.from_numpy(np.asarray(getattr(state, n), np.int64), like=like)
-           if isinstance(getattr(state, n), np.ndarray) else getattr(state, n) for n in TALLIES}
+    on_device = state.with_device_tallies(like)
+    old = {n: getattr(on_device, n) for n in TALLIES}
     out = {"communications": state.communications + coin.astype(np.int64)}
     if runs is None and coin.all():
         out.update({n: old[n] + a for n, a in added.items()}, upload_nnz=xp.broadcast_to(nnz_up, shape))

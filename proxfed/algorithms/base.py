@@ -103,6 +103,12 @@ class State:
                  if getattr(self, n) is not None and not isinstance(getattr(self, n), np.ndarray)}
         return self.replace(**moved) if moved else self
 
+    def with_device_tallies(self, like) -> "State":
+        """This state with its bit tallies on the array library and device of ``like`` (host ones moved once)."""
+        moved = {n: B.from_numpy(np.asarray(getattr(self, n), np.int64), like=like) for n in TALLIES
+                 if isinstance(getattr(self, n), np.ndarray)}
+        return self.replace(**moved) if moved else self
+
 
 def check_positive(value, name: str):
     """A finite positive real scalar or 1-d array (no strings or booleans; see :mod:`proxfed._validation`)."""
