@@ -27,6 +27,7 @@ from .batching import (  # noqa: F401  (re-exported: the rules and drivers impor
     hyper_like,
     latest_upload,
     merge_runs,
+    per_run_length,
     select_runs,
     seeds_and_keys,
     take_runs,
@@ -148,12 +149,8 @@ class Algorithm:
     @property
     def n_runs(self) -> int | None:
         """R if any hyperparameter is a per-run array, else None."""
-        sizes = {np.asarray(v).shape[0] for v in self._hyper().values() if v is not None and np.ndim(v) == 1}
-        if isinstance(self.final, TopK) and not isinstance(self.final.k, int):
-            sizes.add(self.final.k.shape[0])
-        if len(sizes) > 1:
-            raise ValueError(f"per-run hyperparameters have different lengths: {sorted(sizes)}")
-        return sizes.pop() if sizes else None
+        final_k = self.final.k if isinstance(self.final, TopK) else None
+        return per_run_length([*self._hyper().values(), final_k])
 
     def config(self) -> dict:
         """Everything needed to rebuild this rule (JSON-serializable)."""

@@ -17,8 +17,22 @@ from .. import _backend as B
 from .._validation import check_seed
 from ..prox import per_run
 
-__all__ = ["seeds_and_keys", "coin_array", "select_runs", "latest_upload", "comm_runs", "take_runs",
+__all__ = ["per_run_length", "seeds_and_keys", "coin_array", "select_runs", "latest_upload", "comm_runs", "take_runs",
            "merge_runs", "hyper_like"]
+
+
+def per_run_length(values) -> int | None:
+    """``R`` when some of ``values`` are per-run 1-d arrays (all of length ``R``), else None.
+
+    Raises
+    ------
+    ValueError
+        When two per-run arrays have different lengths.
+    """
+    sizes = {int(np.shape(v)[0]) for v in values if v is not None and np.ndim(v) == 1}
+    if len(sizes) > 1:
+        raise ValueError(f"per-run hyperparameters have different lengths: {sorted(sizes)}")
+    return sizes.pop() if sizes else None
 
 
 def seeds_and_keys(seed, runs):

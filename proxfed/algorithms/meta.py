@@ -42,6 +42,7 @@ from .base import (
     hyper_like,
     latest_upload,
     merge_runs,
+    per_run_length,
     select_runs,
     take_runs,
 )
@@ -161,18 +162,9 @@ class Algorithm1(Algorithm):
 
     @property
     def n_runs(self):
-        sizes = set()
-        for v in (self.gamma, self.p):
-            if np.ndim(v) == 1:
-                sizes.add(np.shape(v)[0])
-        for op in (self.local, self.uplink, self.server, self.final, self.sparsifier):
-            for attr in ("k", "lam"):
-                v = getattr(op, attr, None)
-                if v is not None and np.ndim(v) == 1:
-                    sizes.add(np.shape(v)[0])
-        if len(sizes) > 1:
-            raise ValueError(f"per-run hyperparameters have different lengths: {sorted(sizes)}")
-        return sizes.pop() if sizes else None
+        """R if ``gamma``, ``p`` or a placement's ``k`` or ``lam`` is a per-run array, else None."""
+        ops = (self.local, self.uplink, self.server, self.final, self.sparsifier)
+        return per_run_length([self.gamma, self.p, *(getattr(op, a, None) for op in ops for a in ("k", "lam"))])
 
     @property
     def keeps_zero_sum(self) -> bool:

@@ -21,6 +21,7 @@ from .._validation import check_positive_int, check_seed
 from ..comm import CommModel
 from .accounting import add_tallies
 from .base import FixedSchedule, State
+from .batching import per_run_length
 
 __all__ = ["Layers", "RoundBased", "participants", "PARTICIPATION_STREAM", "MASK_STREAM"]
 
@@ -190,10 +191,7 @@ class RoundBased(FixedSchedule):
     @property
     def n_runs(self) -> int | None:
         """R if ``gamma`` or ``local_steps`` is a per-run array, else None (the other options are shared)."""
-        sizes = {np.asarray(v).shape[0] for v in (self.gamma, self.n_local) if np.ndim(v) == 1}
-        if len(sizes) > 1:
-            raise ValueError(f"per-run hyperparameters have different lengths: {sorted(sizes)}")
-        return sizes.pop() if sizes else None
+        return per_run_length([self.gamma, self.n_local])
 
     # -- rounds and participants ------------------------------------------------------
     @staticmethod
