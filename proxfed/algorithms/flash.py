@@ -391,7 +391,7 @@ class Flash(RoundBased):
         N, d = problem.n_clients, problem.dim
         lay = self._layers_for(d)
         lvl = self.levels_of(N)
-        Vn, Mn = B.to_numpy(V), B.to_numpy(client_mask)
+        Mn = B.to_numpy(client_mask)
         LM = np.array(B.to_numpy(ex.level_mask))
         X = np.array(B.to_numpy(ex.x))
         part = self.participants_of(rounds_now, N)

@@ -199,7 +199,7 @@ class Algorithm1(Algorithm):
         When only some of a batch of runs communicate, lines 9-12 are computed for those runs only.
         """
         xp = B.namespace(state.w)
-        W, H, V = state.w, state.h, local
+        H, V = state.h, local
         mask = coin_array(coin, state.batch_shape)
         if not mask.any():
             return state.replace(w=V, t=state.t + 1)                        # line 13
