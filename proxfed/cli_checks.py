@@ -6,10 +6,11 @@ work and before any directory is made.
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
-__all__ = ["missing_dirs", "check_out", "data_dir_problem", "cifar10_problem"]
+__all__ = ["missing_dirs", "check_out", "data_dir_problem"]
 
 
 def missing_dirs(path: Path) -> list:
@@ -35,37 +36,14 @@ def check_out(sub, out) -> None:
         sub.error(f"--out {out}: {what}")
 
 
-def data_dir_problem(experiment: str, path: Path) -> str | None:
-    """What ``--data-dir`` lacks for ``experiment`` (None: the files the loader reads are there)."""
+def data_dir_problem(name: str, path: Path) -> str | None:
+    """What ``--data-dir`` lacks for the dataset or reproduction ``name`` (None: the loader's files are there).
+
+    Asked of the dataset's loader module, ``proxfed.data.<dataset>.missing_files``.
+    """
     if not path.exists():
         return "no such file or directory"
-    if experiment == "cifar10":
-        return cifar10_problem(path)
-    dataset = "femnist" if experiment.startswith("femnist") else "blogfeedback"  # (run's and reproduce's names)
-    folder = path / dataset if (path / dataset).is_dir() else path
-    if dataset == "femnist":
-        if not all((folder / split).is_dir() for split in ("train", "test")):
-            return "no FEMNIST train/ and test/ folders (LEAF's output) in it or in its femnist/ folder"
-        return None
-    if folder.is_file():
-        return None  # the UCI zip; the loader checks its members
-    from .data.blogfeedback import TEST_PATTERN, TRAIN_NAMES
+    from .experiments.specs import EXPERIMENTS
 
-    names = [p.name for p in folder.iterdir()]
-    if not any(n in TRAIN_NAMES for n in names) or not any(TEST_PATTERN.match(n) for n in names):
-        return ("no BlogFeedback files (blogData_train.csv and blogData_test-*.csv, or the UCI zip) in it or in "
-                "its blogfeedback/ folder")
-    return None
-
-
-def cifar10_problem(path: Path) -> str | None:
-    """What a CIFAR-10 ``--data-dir`` lacks (see :func:`proxfed.data.read_cifar10`)."""
-    from .data.cifar10 import FOLDER, META, TEST_BATCH, TRAIN_BATCHES
-
-    if path.is_file():
-        return None  # the .tar.gz; the loader checks its members
-    folder = path / FOLDER if (path / FOLDER).is_dir() and not (path / META).exists() else path
-    missing = [n for n in (*TRAIN_BATCHES, TEST_BATCH, META) if not (folder / n).is_file()]
-    if missing:
-        return f"no CIFAR-10 python batches ({', '.join(missing)} missing) in it or in its {FOLDER}/ folder"
-    return None
+    dataset = EXPERIMENTS.get(name, (name,))[0]
+    return importlib.import_module(f"{__package__}.data.{dataset}").missing_files(path)

@@ -321,3 +321,20 @@ def load_blogfeedback(
         return _build(train, tests, used, validation_fraction, seed, scaling, bias, "blogfeedback")
 
     return cached(cache_dir, "blogfeedback", key, build)
+
+
+def missing_files(path) -> str | None:
+    """What a ``--data-dir`` for BlogFeedback lacks (None: :func:`load_blogfeedback` finds its files).
+
+    ``path`` is the UCI zip, the folder of its CSV files, or a folder holding a ``blogfeedback/`` one;
+    a zip's members are checked by the loader.
+    """
+    path = Path(path)
+    folder = path / "blogfeedback" if (path / "blogfeedback").is_dir() else path
+    if folder.is_file():
+        return None
+    names = [p.name for p in folder.iterdir()]
+    if not any(n in TRAIN_NAMES for n in names) or not any(TEST_PATTERN.match(n) for n in names):
+        return ("no BlogFeedback files (blogData_train.csv and blogData_test-*.csv, or the UCI zip) in it or in "
+                "its blogfeedback/ folder")
+    return None

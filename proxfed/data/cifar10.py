@@ -272,3 +272,19 @@ def load_cifar10(
         X, y_train, parts, test=Split(Xt, y_test), name="cifar10",
         meta={"label_names": names, "image_shape": list(X_train.shape[1:]), "layout": layout, "partition": info},
     )
+
+
+def missing_files(path) -> str | None:
+    """What a ``--data-dir`` for CIFAR-10 lacks (None: :func:`read_cifar10` finds its python batches).
+
+    ``path`` is the ``.tar.gz`` (its members are checked by the reader), the batches' folder or a
+    folder holding the archive's ``cifar-10-batches-py/``.
+    """
+    path = Path(path)
+    if path.is_file():
+        return None
+    folder = path / FOLDER if (path / FOLDER).is_dir() and not (path / META).exists() else path
+    missing = [n for n in (*TRAIN_BATCHES, TEST_BATCH, META) if not (folder / n).is_file()]
+    if missing:
+        return f"no CIFAR-10 python batches ({', '.join(missing)} missing) in it or in its {FOLDER}/ folder"
+    return None

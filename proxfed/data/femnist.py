@@ -257,3 +257,15 @@ def load_femnist(
     return cached(cache_dir, "femnist", key,
                   lambda: _build(folder, None if n_writers is None else int(n_writers), bool(sample), seed,
                                  bool(invert)))
+
+
+def missing_files(path) -> str | None:
+    """What a ``--data-dir`` for FEMNIST lacks (None: LEAF's ``train/`` and ``test/`` folders are there).
+
+    ``path`` is LEAF's output folder or a folder holding a ``femnist/`` one.
+    """
+    path = Path(path)
+    folder = path / "femnist" if (path / "femnist").is_dir() else path
+    if not all((folder / split).is_dir() for split in ("train", "test")):
+        return "no FEMNIST train/ and test/ folders (LEAF's output) in it or in its femnist/ folder"
+    return None
