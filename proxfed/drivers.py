@@ -25,7 +25,7 @@ from .algorithms.base import Algorithm, State
 from .prox import nan_passes_through
 from .run_setup import default_models, merge_runs
 
-__all__ = ["DRIVERS", "choose_driver", "Driver", "NoClosedForm", "supports_rounds", "communication_times",
+__all__ = ["DRIVERS", "choose_driver", "policy_driver", "POLICY_LABELS", "Driver", "NoClosedForm", "supports_rounds", "communication_times",
            "last_communications", "exact_horizon"]
 
 #: The drivers :func:`proxfed.run` can use (``driver="auto"`` picks one, :func:`choose_driver`).
@@ -88,6 +88,26 @@ def choose_driver(algorithm: Algorithm, problem, driver: str = "auto", *, iterat
     if driver == "rounds" and iterations is not None:
         raise ValueError("driver='rounds' runs exactly `communications` rounds per run: leave iterations out")
     return driver
+
+
+#: The labels of :func:`policy_driver`, as stored in tuning searches and reproductions' runs.
+POLICY_LABELS = {"rounds": "run_rounds", "exact": "run_exact", "iterations": "run"}
+
+
+def policy_driver(policy: str, algorithm: Algorithm, problem, *, communications: int, w0=None) -> str:
+    """The driver a tuning or reproduction policy gives a run of ``communications``, as its stored label.
+
+    ``"run"`` always drives by expected local steps (label ``"run"``); ``"run_rounds"``
+    always by rounds. ``"auto"`` and ``"exact"`` take :func:`choose_driver`'s rounds where the
+    rule has a closed form, and otherwise ``"exact"`` stops each run at its own last
+    communication (``"run_exact"``) while ``"auto"`` runs the expected number of local steps
+    (``"run"``).
+    """
+    if policy in ("run", "run_rounds"):
+        return policy
+    if choose_driver(algorithm, problem, communications=communications, w0=w0) == "rounds":
+        return POLICY_LABELS["rounds"]
+    return POLICY_LABELS["exact"] if policy == "exact" else POLICY_LABELS["iterations"]
 
 
 def supports_rounds(algorithm: Algorithm, problem, w0=None, seed=0) -> bool:
@@ -173,6 +193,10 @@ class Driver:
         """A history row of ``state``."""
         return self.recorder.compute(state, time.perf_counter() - self.t0)
 
+    def first_row(self, state: State) -> dict:
+        """The starting record (its ``time`` is the elapsed time, as every record's)."""
+        return self.row(state)
+
     def started(self, row: dict, state: State) -> None:
         """Called with the first record, before it is kept."""
 
@@ -209,7 +233,7 @@ class Driver:
         self.t0 = time.perf_counter()
         # (a diverging run's NaN passes through TopK to its iterates, where it is caught below)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"), nan_passes_through():
-            row = self.row(state)
+            row = self.first_row(state)
             self.started(row, state)
             self.recorder.append(row)
             good = state

@@ -100,6 +100,10 @@ class IterationDriver(Driver):
         self.recorded_at = np.zeros(iterations + 1, bool)
         self.recorded_at[grid] = True
 
+    def first_row(self, state: State) -> dict:
+        """The starting record, at time 0.0 (what :func:`proxfed.run` has always recorded)."""
+        return self.recorder.compute(state, 0.0)
+
     def started(self, row: dict, state: State) -> None:
         if not np.all(np.isfinite(row["loss"])):
             raise ValueError("the loss at the starting point is not finite; check w0 and the data")

@@ -365,7 +365,7 @@ class _Batches:
 
         ``"exact"`` is ``"auto"`` with exact counts where ``"auto"`` runs expected ones.
         """
-        from .drivers import choose_driver
+        from .drivers import policy_driver
         from .runner import initial_models
 
         if self.driver in ("run", "run_rounds"):
@@ -374,9 +374,7 @@ class _Batches:
         k = None if self.ks == [None] else np.array([next(iter(self.by_group.values()))], dtype=np.int64)
         w0 = initial_models(self.problem, [self.seed], 1)
         alg = make_algorithm(self.method, params, k)
-        if choose_driver(alg, self.problem, "auto", communications=self.communications, w0=w0) == "rounds":
-            return "run_rounds"
-        return "run_exact" if self.driver == "exact" else "run"
+        return policy_driver(self.driver, alg, self.problem, communications=self.communications, w0=w0)
 
     def run_batch(self, configs, k, used) -> list:
         """Run ``configs`` (with TopK sizes ``k``) as one batch by driver ``used``; their scores."""

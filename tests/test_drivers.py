@@ -7,9 +7,10 @@ import proxfed
 from proxfed import FederatedDataset
 from proxfed import algorithms as A
 from proxfed.data import make_sparse_regression
-from proxfed.drivers import DRIVERS, choose_driver
+from proxfed.drivers import DRIVERS, choose_driver, policy_driver
 from proxfed.problems import Ridge, SoftmaxRegression
 from proxfed.round_runner import NoClosedForm, last_communications, run_rounds, supports_rounds
+from proxfed.runner import initial_models
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +144,21 @@ def test_a_resumed_exact_run_needs_a_cap(ridge):
     # with a cap, a resumed exact run goes on as today
     again = proxfed.run(A.proxskip(0.01, 0.3), ridge, 40, communications=3, state=first.state)
     assert int(again.state.communications) - int(first.state.communications) == 3
+
+
+@pytest.mark.parametrize("policy, closed, expected", [
+    ("auto", True, "run_rounds"), ("exact", True, "run_rounds"), ("run", True, "run"),
+    ("run_rounds", True, "run_rounds"), ("auto", False, "run"), ("exact", False, "run_exact"),
+    ("run", False, "run"),
+])
+def test_policy_labels_of_tuning_and_reproductions(ridge, softmax, policy, closed, expected):
+    """tune_method's and the reproductions' driver policies, as their stored labels."""
+    problem = ridge if closed else softmax
+    w0 = initial_models(problem, [0], 1)
+    assert policy_driver(policy, A.sparse_proxskip(0.01, 0.3, 4), problem, communications=5, w0=w0) == expected
+
+
+def test_the_first_record_of_run_is_at_time_zero(ridge):
+    """proxfed.run's starting record has time 0.0 (run_rounds records the elapsed time from its start)."""
+    res = proxfed.run(A.proxskip(0.01, 0.3), ridge, 20, every=10)
+    assert res.history["time"][0] == 0.0 and res.history["time"][-1] > 0.0

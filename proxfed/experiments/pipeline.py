@@ -21,7 +21,7 @@ from .. import _backend as B
 from .._stored import jsonable, read_back_json, read_back_npz
 from .._stored import write_json_atomic as write_json
 from ..algorithms.registry import get_method
-from ..drivers import choose_driver, last_communications
+from ..drivers import last_communications, policy_driver
 from ..round_runner import run_rounds
 from ..runner import initial_models, run
 from ..tune import horizon, make_algorithm, method_space, tune_method
@@ -59,11 +59,8 @@ def choose_drive(alg, problem, budget, params, communications, seeds, w0) -> Dri
     number of local steps, capped by the budget's ``max_iterations``.
     """
     b = budget
-    # the budget's "auto" differs from run's in one point: no closed form -> expected local steps, not exact
-    chosen = "iterations" if b.driver == "run" else choose_driver(alg, problem, communications=communications, w0=w0)
-    rounds = chosen == "rounds"
-    exact = b.driver == "exact" and not rounds
-    driver = "run_rounds" if rounds else "run_exact" if exact else "run"
+    driver = policy_driver(b.driver, alg, problem, communications=communications, w0=w0)
+    rounds, exact = driver == "run_rounds", driver == "run_exact"
     own = None
     if rounds:  # exactly `communications` per seed
         T, every = None, max(1, communications // max(1, b.records))
