@@ -124,6 +124,8 @@ class RoundExtras:
     The drivers merge, save and load ``extras`` as a mapping of arrays; a
     rule reads it with :meth:`from_extras` and writes it with
     :meth:`to_extras`, so its keys are the view's field names, in field order.
+    None means absent both ways: an optional array (FLASH's ``w_init``, kept
+    only by the rules that regrow from it) is a field that may be None.
     """
 
     @classmethod
