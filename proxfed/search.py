@@ -5,6 +5,7 @@ Re-exported by :mod:`proxfed.tune`, which runs it over batched runs (:func:`prox
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math  # noqa: F401  (random_search's example)
 import warnings
@@ -18,10 +19,11 @@ from . import _backend as B
 from ._stored import StoredResultWarning, read_back_json, write_json_atomic
 from .search_space import Param, SearchSpace  # noqa: F401  (Param: random_search's example)
 
-__all__ = ["SearchResult", "random_search", "SEARCH_FORMAT", "SEARCH_VERSION"]
+__all__ = ["SearchResult", "random_search", "BatchStore", "SEARCH_FORMAT", "SEARCH_VERSION", "BATCHES_FORMAT"]
 
 SEARCH_FORMAT = "proxfed-search"
 SEARCH_VERSION = 1
+BATCHES_FORMAT = "proxfed-search-batches"
 
 
 @dataclass
@@ -237,3 +239,66 @@ def _valid_trials(trials) -> bool:
     return isinstance(trials, list) and all(
         isinstance(t, dict) and keys <= t.keys() and isinstance(t["params"], dict)
         and (t["score"] is None or isinstance(t["score"], (int, float))) for t in trials)
+
+
+class BatchStore:
+    """Outcomes of a search's batched runs, stored as each finishes: an interrupted stage resumes batch by batch.
+
+    :func:`random_search` stores a stage once all of it is evaluated, and a stage of slow runs can
+    outlast a sitting. :func:`proxfed.tune.tune_method` keeps each batched run's outcomes here, in
+    ``<search>.batches.json`` beside the search's file, under the search's key and the batch's
+    configurations, and reads them back when the same stage is evaluated again. The stage's
+    configurations and their grouping into batches are seeded, so the batches are the same and a
+    resumed search equals an uninterrupted one bit for bit. :meth:`remove` deletes the file once the
+    search is stored complete. A damaged file is reported (:class:`~proxfed._stored.StoredResultWarning`)
+    and its batches run again.
+
+    Parameters
+    ----------
+    path : path-like or None
+        The file (None: nothing is stored).
+    key : dict
+        What identifies the search (a file of another search is ignored).
+    """
+
+    def __init__(self, path, key: dict):
+        self.path = None if path is None else Path(path)
+        self.key = _roundtrip(key)
+        self.batches: dict = {}
+        if self.path is not None and self.path.is_file():
+            doc = read_back_json(self.path) or {}
+            if doc.get("format") == BATCHES_FORMAT and doc.get("key") == self.key and isinstance(
+                    doc.get("batches"), dict):
+                self.batches = doc["batches"]
+
+    @staticmethod
+    def _digest(batch) -> str:
+        return hashlib.sha256(json.dumps(_roundtrip(batch), sort_keys=True).encode()).hexdigest()[:32]
+
+    def get(self, batch, size: int):
+        """The stored ``(outcomes, info)`` of ``batch`` (a JSON-able description), or None.
+
+        Outcomes are scores, with ``(None, "diverged")`` for a diverged run; a stored entry that is
+        not ``size`` scores (or None) is ignored.
+        """
+        entry = self.batches.get(self._digest(batch))
+        if not isinstance(entry, dict) or not isinstance(entry.get("outcomes"), list):
+            return None
+        outcomes = entry["outcomes"]
+        if len(outcomes) != size or not all(o is None or isinstance(o, (int, float)) for o in outcomes):
+            return None
+        return [(None, "diverged") if o is None else float(o) for o in outcomes], dict(entry.get("info") or {})
+
+    def put(self, batch, outcomes, info: dict) -> None:
+        """Store ``batch``'s outcomes (scores or ``(None, "diverged")``) and ``info``, atomically."""
+        if self.path is None:
+            return
+        self.batches[self._digest(batch)] = {
+            "outcomes": [None if isinstance(o, tuple) else float(o) for o in outcomes], "info": _roundtrip(info)}
+        write_json_atomic(self.path, {"format": BATCHES_FORMAT, "key": self.key, "batches": self.batches},
+                          indent=1, convert=False)
+
+    def remove(self) -> None:
+        """Delete the file (the search it served is stored complete)."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)

@@ -23,7 +23,10 @@ Scores come from the **validation** split only (:func:`tune_method` refuses
 seeded part of every client's training rows. Each search is written to a
 JSON file after every stage (all configurations with their scores and the
 chosen ones); running the same search again with the same file reuses the
-stored stages instead of recomputing them.
+stored stages instead of recomputing them. Within a stage, each batched run's
+scores are kept as it finishes (:class:`~proxfed.search.BatchStore`, a
+``.batches.json`` file beside the search's, removed when the search is
+complete), so an interrupted stage resumes batch by batch, bit for bit.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from __future__ import annotations
 import math
 import time
 import weakref
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -39,7 +43,7 @@ from . import _backend as B
 from .algorithms import registry as R
 from .drivers import last_communications
 from .data.dataset import FederatedDataset, Split
-from .search import SEARCH_FORMAT, SEARCH_VERSION, SearchResult, random_search  # noqa: F401  (re-exported)
+from .search import SEARCH_FORMAT, SEARCH_VERSION, BatchStore, SearchResult, random_search  # noqa: F401  (re-exported)
 from .search_space import Param, SearchSpace
 
 __all__ = [
@@ -322,16 +326,19 @@ def tune_method(
         raise ValueError(f"the problem's dataset has no {split!r} split; see proxfed.tune.holdout_split")
     if space is None:
         space = method_space(method, problem, **space_kwargs)
+    search_key = {"method": method, "communications": int(communications), "split": split,
+                  "max_iterations": max_iterations, "records": int(records), "driver": driver,
+                  "scored_at": SCORED_AT, **(key or {})}
+    store = BatchStore(None if path is None else Path(path).with_suffix(".batches.json"),
+                       {**search_key, "seed": int(seed), "ks": [None if k is None else int(k) for k in ks]})
     batches = _Batches(method, problem, list(ks), space, communications=int(communications), seed=int(seed),
                        split=split, records=int(records), max_iterations=max_iterations, driver=driver,
-                       progress=progress, like=like, say=echo or (lambda *_: None))
+                       progress=progress, like=like, say=echo or (lambda *_: None), store=store)
     result = random_search(
         batches.evaluate, space, n_stage1=n_stage1, n_stage2=n_stage2, narrow=narrow, groups=list(batches.by_group),
-        seed=seed, maximize=True, path=path, echo=batches.say,
-        key={"method": method, "communications": int(communications), "split": split,
-             "max_iterations": max_iterations, "records": int(records), "driver": driver,
-             "scored_at": SCORED_AT, **(key or {})},
+        seed=seed, maximize=True, path=path, echo=batches.say, key=search_key,
     )
+    store.remove()  # the search is stored complete
     result.info = batches.info
     return result
 
@@ -340,8 +347,8 @@ class _Batches:
     """The evaluation of :func:`tune_method`'s stages: batched runs, one driver per stage, scored per run."""
 
     def __init__(self, method, problem, ks, space, *, communications, seed, split, records, max_iterations, driver,
-                 progress, like, say):
-        self.method, self.problem, self.ks, self.space = method, problem, ks, space
+                 progress, like, say, store):
+        self.method, self.problem, self.ks, self.space, self.store = method, problem, ks, space, store
         self.communications, self.seed, self.split, self.records = communications, seed, split, records
         self.max_iterations, self.driver, self.progress, self.like, self.say = (max_iterations, driver, progress,
                                                                                 like, say)
@@ -381,6 +388,12 @@ class _Batches:
         from . import runner
 
         R, seeds = len(configs), [self.seed] * len(configs)
+        described = {"configs": configs, "k": None if k is None else np.asarray(k).tolist(), "driver": used}
+        stored = self.store.get(described, R)
+        if stored is not None:  # finished in an earlier, interrupted sitting
+            self.info["runs"].append({**stored[1], "read_back": True})
+            self.say(f"    {R} runs, up to {stored[1].get('iterations')} iterations ({used}) read back")
+            return stored[0]
         params = {name: np.array([c[name] for c in configs]) for name in self.space.names}
         alg = make_algorithm(self.method, params, k)
         w0 = runner.initial_models(self.problem, seeds, R)
@@ -415,7 +428,9 @@ class _Batches:
         bad = diverged_runs(res, R)
         if used != "run_rounds":  # diverged after its horizon: its score at the horizon stands
             bad &= np.array([res.diverged_at.get(r, 0) <= hz[r] for r in range(R)])
-        return [(None, "diverged") if bad[r] else float(metric[r]) for r in range(R)]
+        outcomes = [(None, "diverged") if bad[r] else float(metric[r]) for r in range(R)]
+        self.store.put(described, outcomes, self.info["runs"][-1])
+        return outcomes
 
 
 # ---------------------------------------------------------------------------------------------

@@ -180,6 +180,44 @@ def test_tune_resumes_without_recomputation(problem, tmp_path, monkeypatch):
     assert again.evaluated == 0 and again.best == first.best and again.best_score == first.best_score
 
 
+def test_an_interrupted_stage_resumes_batch_by_batch(problem, tmp_path, monkeypatch):
+    """A stage killed after its first batched run resumes from that batch; the search equals an uninterrupted one."""
+    k = sparsity_to_k(problem.dim, 0.8)
+    kw = dict(communications=6, n_stage1=8, n_stage2=2, seed=3, p_range=(0.1, 1.0), records=3)
+    whole = tune_method("sparse_proxskip_local", problem, [k], **kw, path=tmp_path / "whole.json")
+    batches = [r["runs"] for r in whole.info["runs"]]
+    assert len(batches) > 2  # stage 1 has several horizon groups, stage 2 at least one
+    assert not (tmp_path / "whole.batches.json").exists()  # removed once the search is complete
+
+    path = tmp_path / "cut.json"
+    real_run, calls = proxfed.runner.run, []
+
+    def killed_after_one_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(proxfed.runner, "run", killed_after_one_batch)
+    with pytest.raises(KeyboardInterrupt):
+        tune_method("sparse_proxskip_local", problem, [k], **kw, path=path)
+    monkeypatch.setattr(proxfed.runner, "run", real_run)
+    assert not path.exists()  # no stage was complete
+    stored = json.loads((tmp_path / "cut.batches.json").read_text())
+    assert stored["format"] == "proxfed-search-batches" and len(stored["batches"]) == 1
+
+    resumed = tune_method("sparse_proxskip_local", problem, [k], **kw, path=path)
+    assert resumed.trials == whole.trials and resumed.best == whole.best  # bit for bit
+    assert [r.get("read_back", False) for r in resumed.info["runs"]] == [True] + [False] * (len(batches) - 1)
+    assert [r["runs"] for r in resumed.info["runs"]] == batches
+    assert not (tmp_path / "cut.batches.json").exists()
+
+    # a store of another search is ignored (its batches run again)
+    (tmp_path / "other.batches.json").write_text(json.dumps({**stored, "key": {"method": "fediht"}}))
+    again = tune_method("sparse_proxskip_local", problem, [k], **kw, path=tmp_path / "other.json")
+    assert again.trials == whole.trials and not any(r.get("read_back") for r in again.info["runs"])
+
+
 @pytest.mark.parametrize("driver", ["run", "auto"])
 def test_selection_uses_validation_not_test(problem, driver):
     ds = problem.dataset
