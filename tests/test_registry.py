@@ -17,7 +17,7 @@ from proxfed.experiments import catalog, demo, pipeline
 from proxfed.experiments.published import METHOD_LABELS
 from proxfed.problems import Ridge
 from proxfed.prox import TopK, sparsity_to_k
-from proxfed.theory import proxskip_parameters
+from proxfed.theory import constants, proxskip_parameters
 
 SCALAR = {"gamma": 0.1, "p": 0.25, "lam": 0.02, "local_steps": 4}
 ARRAY = {"gamma": [0.1, 0.2], "p": [0.25, 0.5], "lam": [0.02, 0.03], "local_steps": [4, 3]}
@@ -227,7 +227,7 @@ def test_theory_defaults_have_one_source(ridge):
 
 
 def test_method_space_reads_the_registry_ranges(ridge):
-    L = tune._smoothness(ridge)
+    L = constants(ridge)[0]  # what method_space scales gamma by (L = max_i L_i)
     lm = _lam_max(ridge)
     assert tune.method_space("randprox_l1", ridge) == tune.SearchSpace((
         tune.Param("gamma", 0.05 / L, 3.0 / L), tune.Param("p", 0.02, 1.0), tune.Param("lam", 1e-4 * lm, 0.3 * lm)))
