@@ -214,6 +214,17 @@ class Algorithm:
         return {}
 
     @property
+    def deterministic(self) -> bool:
+        """Whether a run's trajectory is a function of its start and hyperparameters alone.
+
+        True for the fixed schedule, which draws no coins from the seed; rules
+        with other draws of their own say False. Batched runs of a
+        deterministic rule with equal hyperparameters from one start, on a
+        problem with exact gradients, are one run repeated, whatever their seeds.
+        """
+        return self.schedule == "fixed"
+
+    @property
     def keeps_zero_sum(self) -> bool:
         """Whether the rule keeps ``sum_i h_i = 0`` (to rounding); rules that let it drift say False."""
         return True

@@ -195,6 +195,11 @@ class RoundBased(FixedSchedule):
         """R if ``gamma`` or ``local_steps`` is a per-run array, else None (the other options are shared)."""
         return per_run_length([self.gamma, self.n_local])
 
+    @property
+    def deterministic(self) -> bool:
+        """False: participants, masks and regrowth are drawn per run position from the rule's own ``seed``."""
+        return False
+
     # -- rounds and participants ------------------------------------------------------
     @staticmethod
     def _runs(batch: tuple) -> list:

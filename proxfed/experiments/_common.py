@@ -42,9 +42,11 @@ def machine() -> dict:
 
 
 def run_steps(summary) -> int:
-    """Local steps of a final run over its seeds (``iterations`` per seed, or one count for all)."""
-    its = summary["iterations"]
-    return int(sum(its)) if isinstance(its, list) else int(its) * len(summary["seeds"])
+    """Local steps computed for a final run: ``iterations`` per seed (or one count for all), over the
+    ``runs_computed`` runs (all seeds, or one where the seeds' runs are identical)."""
+    its, n = summary["iterations"], len(summary["seeds"])
+    per_seed = [int(i) for i in its] if isinstance(its, list) else [int(its)] * n
+    return sum(per_seed[: summary.get("runs_computed", n)])
 
 
 def banner(budget, communications: int | None = None) -> str:

@@ -10,6 +10,7 @@ of a final run (``run_rounds``, ``run`` for the expected local steps, or
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -22,6 +23,7 @@ from .._stored import jsonable, read_back_json, read_back_npz
 from .._stored import write_json_atomic as write_json
 from ..algorithms.registry import get_method
 from ..drivers import last_communications, policy_driver
+from ..problems.capabilities import is_stochastic
 from ..round_runner import run_rounds
 from ..runner import initial_models, run
 from ..tune import horizon, make_algorithm, method_space, tune_method
@@ -31,7 +33,8 @@ from .demo import sparsity_to_k
 from .published import METHOD_LABELS, PUBLISHED
 from .specs import SPECS
 
-__all__ = ["Drive", "Pipeline", "choose_drive", "final_runs", "run_drive", "theory_fallback", "tune_all"]
+__all__ = ["Drive", "Pipeline", "choose_drive", "final_runs", "identical_runs", "repeat_run", "run_drive",
+           "theory_fallback", "tune_all"]
 
 
 def theory_fallback(method: str, problem, p_range) -> dict:
@@ -83,6 +86,26 @@ def run_drive(drive: Drive, alg, problem, communications, *, seeds, split, w0, p
                           progress=progress)
     return run(alg, problem, drive.T, seed=seeds, split=split, every=drive.every, w0=w0, progress=progress,
                communications=communications if drive.exact else None)
+
+
+def identical_runs(alg, problem, w0) -> bool:
+    """Whether the batched runs of ``alg`` from ``w0`` (R, d) are one run repeated.
+
+    They are for a deterministic rule (:attr:`Algorithm.deterministic
+    <proxfed.algorithms.base.Algorithm.deterministic>`: FedHT and FedIHT, the
+    fixed schedule) with exact gradients from one start (BlogFeedback's w = 0),
+    given equal hyperparameters, which the final runs have by construction.
+    """
+    w = np.asarray(B.to_numpy(w0))
+    return bool(alg.deterministic and not is_stochastic(problem) and w.shape[0] > 1 and np.all(w == w[:1]))
+
+
+def repeat_run(res, runs: int, config: dict):
+    """The result ``res`` of one batched run as ``runs`` identical ones (history columns, models, status)."""
+    hist = {n: np.repeat(np.asarray(v), runs, axis=1) if np.ndim(v) == 2 else np.asarray(v)
+            for n, v in res.history.items()}
+    return dataclasses.replace(res, history=hist, w=np.repeat(np.asarray(B.to_numpy(res.w)), runs, axis=0),
+                               diverged=np.repeat(np.asarray(res.diverged).reshape(-1), runs), config=config)
 
 
 def train_loss_sum(problem, objective, squared_norm):
@@ -215,6 +238,7 @@ class Pipeline:
                              None if k is None else k)
         w0 = initial_models(problem, seeds, len(seeds))
         drive = choose_drive(alg, problem, b, params, communications, seeds, w0)
+        once = identical_runs(alg, problem, w0)  # compute one and repeat it for every seed
         if self.like is not None:  # the rounds too: closed-form local phases run on the device
             w0 = B.from_numpy(w0, like=self.like)
         key = {"method": method, "sparsity": s, "k": k, "params": params, "iterations": drive.T, "seeds": seeds,
@@ -226,8 +250,15 @@ class Pipeline:
         if stored is not None:
             return with_train_loss(stored[0], problem), stored[1]
         t0 = time.perf_counter()
-        res = run_drive(drive, alg, problem, communications, seeds=seeds, split=split, w0=w0,
-                        progress=self.progress)
+        if once:
+            one = make_algorithm(method, {n: np.full(1, v) for n, v in params.items()}, k)
+            res = run_drive(drive, one, problem, communications, seeds=seeds[:1], split=split, w0=w0[:1],
+                            progress=self.progress)
+            res = repeat_run(res, len(seeds), {**res.config, "algorithm": alg.config(), "seed": seeds,
+                                               "runs_computed": 1})
+        else:
+            res = run_drive(drive, alg, problem, communications, seeds=seeds, split=split, w0=w0,
+                            progress=self.progress)
         seconds = time.perf_counter() - t0
         w = np.asarray(B.to_numpy(res.w), dtype=np.float64)
         hist = with_train_loss({n: np.asarray(v) for n, v in res.history.items()}, problem)
@@ -239,7 +270,7 @@ class Pipeline:
             "driver": drive.driver,
             "iterations": (drive.own if drive.exact
                            else np.broadcast_to(hist["iteration"][-1], (len(seeds),))).astype(int).tolist(),
-            "params": params, "algorithm": alg.config(),
+            "params": params, "algorithm": alg.config(), "runs_computed": 1 if once else len(seeds),
             "metric": hist["metric"][-1].tolist(), "objective": loss_full.tolist(),
             "train_loss_sum": data_sum.tolist(), "communications": hist["communications"][-1].tolist(),
             "bits_up": hist["bits_up"][-1].tolist(),
