@@ -19,7 +19,7 @@ from . import _backend as B
 from ._stored import StoredResultWarning, read_back_json, write_json_atomic
 from .search_space import Param, SearchSpace  # noqa: F401  (Param: random_search's example)
 
-__all__ = ["SearchResult", "random_search", "BatchStore", "SEARCH_FORMAT", "SEARCH_VERSION", "BATCHES_FORMAT"]
+__all__ = ["SearchResult", "random_search", "best_trial", "BatchStore", "SEARCH_FORMAT", "SEARCH_VERSION", "BATCHES_FORMAT"]
 
 SEARCH_FORMAT = "proxfed-search"
 SEARCH_VERSION = 1
@@ -67,8 +67,27 @@ def _normalize_outcome(value):
     return float(value), status or "ok"
 
 
-def _best(trials, group, maximize):
-    ok = [t for t in trials if t["group"] == group and t["score"] is not None]
+def best_trial(trials, group, maximize: bool = True, admissible=None):
+    """The best successful configuration of ``group`` among ``trials``, and its score.
+
+    Parameters
+    ----------
+    trials : list of dict
+        :attr:`SearchResult.trials`.
+    group : str
+    maximize : bool
+    admissible : callable, optional
+        ``admissible(params) -> bool`` restricts the choice (e.g. a cap on the
+        stepsize); the search itself is unchanged.
+
+    Returns
+    -------
+    (dict, float) or (None, None)
+        The earliest of the best trials, or ``(None, None)`` when none succeeded
+        (or none is admissible).
+    """
+    ok = [t for t in trials if t["group"] == group and t["score"] is not None
+          and (admissible is None or admissible(t["params"]))]
     if not ok:
         return None, None
     pick = max if maximize else min
@@ -172,7 +191,7 @@ def random_search(
     def save(complete):
         if path is None:
             return
-        best = {g: _best(trials, g, maximize) for g in groups}
+        best = {g: best_trial(trials, g, maximize) for g in groups}
         doc = dict(header, trials=trials, best={g: b for g, (b, _) in best.items()},
                    best_score={g: s for g, (_, s) in best.items()}, complete=complete)
         write_json_atomic(path, doc, indent=1, convert=False)
@@ -202,12 +221,12 @@ def random_search(
     if n_stage2:
         batch = []
         for gi, g in enumerate(groups):
-            best, _ = _best(trials, g, maximize)
+            best, _ = best_trial(trials, g, maximize)
             if best is not None:
                 batch += [(g, c) for c in space.narrowed(best, narrow).sample(B.rng(seed, 2, gi), n_stage2)]
         run_stage(2, batch)
     save(True)
-    best = {g: _best(trials, g, maximize) for g in groups}
+    best = {g: best_trial(trials, g, maximize) for g in groups}
     return SearchResult(trials=trials, best={g: b for g, (b, _) in best.items()},
                         best_score={g: s for g, (_, s) in best.items()}, evaluated=evaluated, path=path)
 

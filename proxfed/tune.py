@@ -43,13 +43,14 @@ from . import _backend as B
 from .algorithms import registry as R
 from .drivers import last_communications
 from .data.dataset import FederatedDataset, Split
-from .search import SEARCH_FORMAT, SEARCH_VERSION, BatchStore, SearchResult, random_search  # noqa: F401  (re-exported)
+from .search import SEARCH_FORMAT, SEARCH_VERSION, BatchStore, SearchResult, best_trial, random_search  # noqa: F401  (re-exported)
 from .search_space import Param, SearchSpace
 
 __all__ = [
     "Param",
     "SearchSpace",
     "SearchResult",
+    "best_trial",
     "random_search",
     "TUNABLE_METHODS",
     "method_space",

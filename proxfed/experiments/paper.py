@@ -122,6 +122,8 @@ PIXEL_CONVENTIONS = femnist_spec.PIXEL_CONVENTIONS
 DRIVERS = budget_module.DRIVERS
 #: Budget fields that change only what is reported, not any run (not part of the stored runs' key).
 REPORT_ONLY = budget_module.REPORT_ONLY
+#: Budget fields that change which stored configuration is chosen, not any search (not in the searches' key).
+CHOICE_ONLY = budget_module.CHOICE_ONLY
 #: ``BUDGETS[dataset][name]``. ``paper`` follows the protocol (BlogFeedback: 10^4 communications;
 #: FEMNIST: the paper gives no horizon, 10^3 is our decision); ``smoke`` checks the pipeline in
 #: minutes and its numbers are not a reproduction; ``quick`` (BlogFeedback: about 25 minutes on 2 cores, p >= 0.1,
@@ -297,7 +299,7 @@ def reproduce(
 
 def _run_key(spec: DatasetSpec, b: Budget, loaded, pixels, scaling) -> dict:
     """The data part of every stored run's key: dataset, alpha, the budget's run fields, sizes, options."""
-    runs_budget = {k: v for k, v in asdict(b).items() if k not in REPORT_ONLY}
+    runs_budget = {k: v for k, v in asdict(b).items() if k not in REPORT_ONLY + CHOICE_ONLY}
     key = {"dataset": spec.name, "alpha": loaded.alpha_info["alpha"], "budget": runs_budget,
            "n_clients": loaded.dataset.n_clients, "n_train": loaded.tune_problem.dataset.n_samples,
            **spec.key_extras(pixels)}

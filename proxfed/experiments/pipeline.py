@@ -26,6 +26,7 @@ from ..drivers import last_communications, policy_driver
 from ..problems.capabilities import is_stochastic
 from ..round_runner import run_rounds
 from ..runner import initial_models, run
+from ..search import best_trial
 from ..tune import horizon, make_algorithm, method_space, tune_method
 from ._common import pct, run_steps, skey
 from ._workers import run_forked
@@ -209,8 +210,7 @@ class Pipeline:
         self.run_steps["tuning"] += sum(r["run_steps"] for r in res.info.get("runs", []))
         chosen = {}
         for s, k in zip(tune_s, ks):
-            g = "none" if k is None else str(k)
-            chosen[s] = {"params": res.best[g], "validation_score": res.best_score[g], "tuned_at": s}
+            chosen[s] = self.choose(method, problem, res, "none" if k is None else str(k), s)
         if method == "proxskip":
             return {None: chosen[None]}
         out = {}
@@ -218,6 +218,24 @@ class Pipeline:
             near = min(tune_s, key=lambda t: (abs(t - s), t))
             out[s] = dict(chosen[near])
         return out
+
+    def choose(self, method, problem, res, group, s) -> dict:
+        """The configuration of ``group`` the final runs take: the search's best, or under the budget's
+        ``gamma_choice_max`` the best with ``gamma <= gamma_choice_max / L`` (the search's best recorded)."""
+        entry = {"params": res.best[group], "validation_score": res.best_score[group], "tuned_at": s}
+        cap = self.budget.gamma_choice_max
+        if cap is None:
+            return entry
+        gamma = next(p for p in self.space(method, problem).params if p.name == "gamma")
+        limit = cap * gamma.high / self.budget.gamma_range[1]  # the space's gamma is gamma_range / L
+        params, score = best_trial(res.trials, group, admissible=lambda c: c["gamma"] <= limit)
+        if params == entry["params"]:
+            return entry
+        taken = "none is" if params is None else f"gamma {params['gamma']:.4g} is"
+        self.say(f"  {METHOD_LABELS.get(method, method)} at {pct(s) if s else 'dense'}: the search's best "
+                 f"gamma {res.best[group]['gamma']:.4g} is above {cap:g}/L = {limit:.4g}; {taken} the best below")
+        return {"params": params, "validation_score": score, "tuned_at": s, "gamma_choice_max": cap,
+                "search_best": {"params": res.best[group], "validation_score": res.best_score[group]}}
 
     def params_for(self, method, s, problem):
         entry = self.tuned[method][s]

@@ -33,7 +33,7 @@ BLOGFEEDBACK_BUDGETS = {
                     p_range=(0.08, 1.0), records=100, tune_records=20, tune_sparsities=(0.9,),
                     extra_thresholds=(0.10, 0.125, 0.15, 0.175)),
     "paper": Budget("paper", communications=10_000, seeds=5, tune_communications=1000, n_stage1=24,
-                    n_stage2=12, p_range=(0.02, 1.0), records=1000, tune_records=100),
+                    n_stage2=12, p_range=(0.02, 1.0), records=1000, tune_records=100, gamma_choice_max=2.0),
 }
 
 
