@@ -405,7 +405,8 @@ def main(argv=None) -> int:
             arrays.update({f"history_{k}": v for k, v in res.history.items()})
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             np.savez(args.out, **arrays)
-    if world > 1:
+    if world > 1:  # tear down together: a rank that leaves while rank 0 still writes can abort it (gloo)
+        dist.barrier()
         dist.destroy_process_group()
     return 0
 
