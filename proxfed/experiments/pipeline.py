@@ -252,8 +252,10 @@ class Pipeline:
         b = self.budget
         k = None if s is None else sparsity_to_k(problem.dim, s)
         seeds = [self.seed + 1 + j for j in range(b.seeds)]
-        alg = make_algorithm(method, {n: np.full(len(seeds), v) for n, v in params.items()},
-                             None if k is None else k)
+        def build(runs):  # the rule with every hyperparameter repeated over `runs` batched runs
+            return make_algorithm(method, {n: np.full(runs, v) for n, v in params.items()}, k)
+
+        alg = build(len(seeds))
         w0 = initial_models(problem, seeds, len(seeds))
         drive = choose_drive(alg, problem, b, params, communications, seeds, w0)
         once = identical_runs(alg, problem, w0)  # compute one and repeat it for every seed
@@ -269,8 +271,7 @@ class Pipeline:
             return with_train_loss(stored[0], problem), stored[1]
         t0 = time.perf_counter()
         if once:
-            one = make_algorithm(method, {n: np.full(1, v) for n, v in params.items()}, k)
-            res = run_drive(drive, one, problem, communications, seeds=seeds[:1], split=split, w0=w0[:1],
+            res = run_drive(drive, build(1), problem, communications, seeds=seeds[:1], split=split, w0=w0[:1],
                             progress=self.progress)
             res = repeat_run(res, len(seeds), {**res.config, "algorithm": alg.config(), "seed": seeds,
                                                "runs_computed": 1})
