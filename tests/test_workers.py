@@ -1,31 +1,45 @@
 """Forked workers of the reproductions: balancing, failure handling, and results equal to one process."""
 
 import os
+import time
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxfed.experiments._workers import balance, run_forked
+from proxfed.experiments._workers import dispatch_order, run_forked
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.floats(0, 1e3), max_size=30), st.integers(1, 8))
-def test_balance_assigns_every_task_once_with_the_lpt_bound(costs, jobs):
-    lists = balance(costs, jobs)
-    assert sorted(i for lst in lists for i in lst) == list(range(len(costs)))
-    assert len(lists) <= jobs and all(lst == sorted(lst) for lst in lists)
-    if costs:
-        loads = [sum(costs[i] for i in lst) for lst in lists]
-        # greedy on the least-loaded list: no list exceeds the mean load by more than one task
-        assert max(loads) <= sum(costs) / len(lists) + max(costs) + 1e-9
+@given(st.lists(st.floats(0, 1e3), max_size=30))
+def test_dispatch_order_is_every_task_once_costliest_first(costs):
+    order = dispatch_order(costs)
+    assert sorted(order) == list(range(len(costs)))
+    assert all((costs[a], -a) > (costs[b], -b) for a, b in zip(order, order[1:]))
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True])
-def test_balance_rejects_bad_jobs(bad):
+def test_run_forked_rejects_bad_jobs(bad):
     with pytest.raises(ValueError, match="jobs"):
-        balance([1.0], bad)
+        run_forked([lambda: 1], [1.0], bad)
+
+
+def test_a_free_worker_takes_the_next_task_whatever_the_costs_said(tmp_path):
+    """Costs that are wrong (a cell read back costs nothing) leave no worker idle.
+
+    All six tasks are estimated equal, but task 0 runs longest; a static
+    split by the estimates would queue two more tasks behind it.
+    """
+    def task(i):
+        if i == 0:
+            time.sleep(2.0)
+        return os.getpid()
+
+    pids = run_forked([lambda i=i: task(i) for i in range(6)], [1] * 6, 2)
+    assert sorted(pids) == list(range(6))
+    assert all(pids[i] != pids[0] for i in range(1, 6))  # the other worker ran all five
+    assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()
 
 
 def test_run_forked_returns_each_tasks_result_and_reports_failures(tmp_path):
@@ -49,8 +63,13 @@ def test_run_forked_returns_each_tasks_result_and_reports_failures(tmp_path):
         return i
 
     messages.clear()
-    assert run_forked([lambda i=i: leave(i) for i in range(3)], [2, 1, 2], 2, echo=messages.append) == {2: 2}
-    assert any("task 0 failed" in m for m in messages) and any("unrun tasks [1]" in m for m in messages)
+    # task 0's worker stops; the other worker runs tasks 2 and 1
+    assert run_forked([lambda i=i: leave(i) for i in range(3)], [2, 1, 2], 2, echo=messages.append) == {1: 1, 2: 2}
+    assert len(messages) == 1 and "task 0 failed" in messages[0]
+    messages.clear()
+    assert run_forked([lambda i=i: leave(i) for i in range(2)], [2, 1], 1, echo=messages.append) == {}
+    assert any("task 0 failed" in m for m in messages) and any("no worker was left for tasks [1]" in m
+                                                               for m in messages)
 
     def killed(i):
         if i == 0:

@@ -3,8 +3,12 @@
 Every cell stores its result on disk (the tuning JSON, a run directory), and
 the parent process then walks the cells as usual and reads them back. So a
 worker that fails or is killed costs only time: the parent computes whatever
-is missing itself. Each worker reports through its own pipe, so a killed
+is missing itself. Each worker talks through its own pipe, so a killed
 worker cannot block the others.
+
+Tasks are handed out one at a time, costliest first, to whichever worker is
+free: a cost estimate that is wrong (a cell read back from disk costs nothing)
+leaves no worker idle while another still has a queue.
 """
 
 from __future__ import annotations
@@ -17,35 +21,34 @@ from typing import Callable, Sequence
 from .._validation import check_positive_int
 
 
-def balance(costs: Sequence[float], jobs: int) -> list:
-    """Split task indices into at most ``jobs`` lists of similar total cost.
+def dispatch_order(costs: Sequence[float]) -> list:
+    """Task indices in the order they are handed out: costliest first, ties by index.
 
-    Longest-processing-time first: the costliest remaining task goes to the
-    least-loaded list. Empty lists are dropped; each list keeps the tasks'
-    original order.
+    Longest-processing-time first, with each task going to the first free
+    worker, keeps the finishing times within one task of each other.
 
-    >>> balance([5, 1, 4, 2], 2)
-    [[0, 1], [2, 3]]
+    >>> dispatch_order([5, 1, 4, 5])
+    [0, 3, 2, 1]
     """
-    check_positive_int(jobs, "jobs", python_only=True)
-    loads = [0.0] * min(jobs, max(1, len(costs)))
-    lists: list = [[] for _ in loads]
-    for i in sorted(range(len(costs)), key=lambda i: (-float(costs[i]), i)):
-        j = min(range(len(loads)), key=lambda j: (loads[j], j))
-        lists[j].append(i)
-        loads[j] += float(costs[i])
-    return [sorted(lst) for lst in lists if lst]
+    return sorted(range(len(costs)), key=lambda i: (-float(costs[i]), i))
 
 
-def _work(tasks, indices, conn, init) -> None:
+def _work(tasks, conn, init) -> None:
     if init is not None:
         init()
-    for i in indices:
+    while True:
         try:
-            conn.send(("ok", i, tasks[i]()))
+            i = conn.recv()
+        except EOFError:  # the parent has gone
+            break
+        if i is None:
+            break
+        try:
+            conn.send(("ok", i, tasks[i](), False))
         except BaseException as exc:  # reported to the parent, which computes the cell itself
-            conn.send(("error", i, traceback.format_exc(limit=3)))
-            if not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt: stop this worker
+            stop = not isinstance(exc, Exception)  # SystemExit, KeyboardInterrupt: stop this worker
+            conn.send(("error", i, traceback.format_exc(limit=3), stop))
+            if stop:
                 break
     conn.close()
 
@@ -55,24 +58,26 @@ def run_forked(tasks: Sequence[Callable], costs: Sequence[float], jobs: int, *,
     """Run the callables ``tasks`` in ``jobs`` forked processes; return ``{index: result}``.
 
     Each task must store its own result; what it returns must be picklable
-    and reaches the parent. Needs the ``fork`` start method (Linux): the
-    workers share the parent's data without pickling it, so use it only with
-    host (NumPy) arrays, never after a GPU context exists, and with a BLAS
-    that survives ``fork`` (OpenBLAS does).
+    and reaches the parent. Tasks go out one at a time in
+    :func:`dispatch_order` to whichever worker is free. Needs the ``fork``
+    start method (Linux): the workers share the parent's data without
+    pickling it, so use it only with host (NumPy) arrays, never after a GPU
+    context exists, and with a BLAS that survives ``fork`` (OpenBLAS does).
 
     Parameters
     ----------
     tasks : sequence of callable
         ``task()`` computes and stores one cell.
     costs : sequence of float
-        One per task; they balance the processes (:func:`balance`).
+        One per task: the estimated cost, which orders the hand-out.
     jobs : int
         Worker processes (at most one per task).
     init : callable, optional
         Runs once in each worker first (e.g. to hide progress bars).
     echo : callable
-        Receives a message for each task that raised (with its traceback) and
-        for each worker that exited abnormally or left tasks unrun.
+        Receives a message for each task that raised (with its traceback),
+        for each worker that exited abnormally, and for the tasks no worker
+        ran.
 
     Returns
     -------
@@ -80,45 +85,60 @@ def run_forked(tasks: Sequence[Callable], costs: Sequence[float], jobs: int, *,
         The results of the tasks that completed in a worker; the caller
         computes the others itself.
     """
+    check_positive_int(jobs, "jobs", python_only=True)
     if len(costs) != len(tasks):
         raise ValueError(f"{len(tasks)} tasks but {len(costs)} costs")
-    groups = balance(costs, jobs)
     if not tasks:
         return {}
+    queue = dispatch_order(costs)
     ctx = mp.get_context("fork")
-    workers = []  # (process, read end of its own pipe, its task indices)
+    workers = {}  # parent's end of the pipe -> [process, index in flight or None]
     results: dict = {}
-    reported: set = set()
     try:
-        for g in groups:
-            reader, writer = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_work, args=(tasks, g, writer, init), daemon=True)
+        for _ in range(min(jobs, len(tasks))):
+            mine, theirs = ctx.Pipe(duplex=True)
+            proc = ctx.Process(target=_work, args=(tasks, theirs, init), daemon=True)
             proc.start()
-            writer.close()  # the worker holds the only write end: its exit means EOF here
-            workers.append((proc, reader, g))
-        pending = {reader for _, reader, _ in workers}
+            theirs.close()  # the worker holds the only other end: its exit means EOF here
+            workers[mine] = [proc, None]
+
+        def hand_out(conn) -> None:
+            nxt = queue.pop(0) if queue else None
+            workers[conn][1] = nxt
+            try:
+                conn.send(nxt)
+            except OSError:  # the worker is gone; the EOF below reports it
+                pass
+
+        for conn in workers:
+            hand_out(conn)
+        pending = set(workers)
         while pending:
-            for reader in wait(list(pending)):
+            for conn in wait(list(pending)):
                 try:
-                    status, i, payload = reader.recv()
+                    status, i, payload, stopped = conn.recv()
                 except (EOFError, OSError):  # the worker exited; everything it sent was read before
-                    pending.discard(reader)
+                    pending.discard(conn)
+                    proc, lost = workers[conn]
+                    proc.join()
+                    if proc.exitcode != 0 or lost is not None:
+                        echo(f"worker {proc.pid} exited with code {proc.exitcode}; the main process will "
+                             f"compute {'task [' + str(lost) + ']' if lost is not None else 'nothing it held'}")
+                    workers[conn][1] = None
                     continue
-                reported.add(i)
+                workers[conn][1] = None
                 if status == "ok":
                     results[i] = payload
                 else:
                     echo(f"worker task {i} failed; the main process will compute it:\n{payload}")
-        for proc, _, g in workers:
-            proc.join()
-            unrun = [i for i in g if i not in reported]
-            if proc.exitcode != 0 or unrun:
-                echo(f"worker {proc.pid} exited with code {proc.exitcode}; the main process will compute "
-                     f"its unrun tasks {unrun}")
+                if not stopped:
+                    hand_out(conn)
+        if queue:
+            echo(f"no worker was left for tasks {sorted(queue)}; the main process will compute them")
     finally:
-        for proc, reader, _ in workers:
+        for conn, (proc, _) in workers.items():
             if proc.is_alive():
                 proc.terminate()
             proc.join()
-            reader.close()
+            conn.close()
     return results
