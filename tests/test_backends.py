@@ -342,6 +342,30 @@ def test_topk_mask_exactly_k_lowest_index_ties(backend, x, data):
     np.testing.assert_array_equal(B.to_numpy(t), np.array([ref.topk(row, k) for row in x]))
 
 
+@given(zeros=st.floats(0.0, 0.95), k=st.integers(1, 40), seed=st.integers(0, 2**16),
+       dtype=st.sampled_from(["float64", "float32"]), negative=st.booleans())
+def test_top_scores_mask_on_numpy_either_selection_equals_the_reference(zeros, k, seed, dtype, negative):
+    """NumPy picks its k-th largest two exact ways (low-end ties or not); both give the reference mask."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 6, size=(9, 40)).astype(dtype)  # ties everywhere, not only at the minimum
+    a[rng.random(a.shape) < zeros] = 0.0
+    if negative:  # scores, not magnitudes: the low end is -1, as where a coordinate is ranked last
+        a[a == 0] = -1.0
+    for view in (a, np.asfortranarray(a), a[:, ::-1]):
+        want = np.array([np.isin(np.arange(40), np.argsort(-row, kind="stable")[:k]) for row in view])
+        np.testing.assert_array_equal(B.top_scores_mask(view, k), want)
+
+
+def test_low_end_ties_sees_the_zeros_of_sparse_magnitudes():
+    rng = np.random.default_rng(0)
+    dense = rng.random((8, 554, 281))
+    sparse = dense * (rng.random(dense.shape) < 0.25)
+    assert B._low_end_ties(dense) < 0.01 and 0.7 < B._low_end_ties(sparse) < 0.8  # the two selections
+    for a in (dense, sparse):
+        np.testing.assert_array_equal(B._kth_largest(a, 28, np), np.sort(a, axis=-1)[..., -28:-27])
+    assert B._low_end_ties(np.zeros((0, 5))) == 0.0
+
+
 @pytest.mark.parametrize("backend", HOST_BACKENDS)
 @given(x=tie_rows, data=st.data())
 def test_topk_mask_per_row_k(backend, x, data):
