@@ -23,6 +23,7 @@ from .._stored import jsonable, read_back_json, read_back_npz
 from .._stored import write_json_atomic as write_json
 from ..algorithms.registry import get_method
 from ..drivers import last_communications, policy_driver
+from ..metrics import BLOWUP_FACTOR, peak_rise
 from ..problems.capabilities import is_stochastic
 from ..round_runner import run_rounds
 from ..runner import initial_models, run
@@ -128,6 +129,20 @@ def with_train_loss(hist: dict, problem) -> dict:
         return hist
     norm = np.asarray(hist["output_norm"], dtype=np.float64)
     return {**hist, "train_loss_sum": train_loss_sum(problem, hist["loss"], norm * norm)}
+
+
+def stability(hist: dict, seeds) -> dict:
+    """``peak_rise`` (:func:`proxfed.metrics.peak_rise` of ``loss``, per seed) and ``unstable_seeds``.
+
+    A run that grew far beyond its start and stayed finite has status "completed";
+    these two fields say so. Empty for a history without ``loss``.
+    """
+    try:
+        rise = np.broadcast_to(peak_rise(hist["loss"]), (len(seeds),))
+    except (KeyError, ValueError):  # no loss recorded, or a start at zero loss: nothing to compare with
+        return {}
+    return {"peak_rise": rise.tolist(),
+            "unstable_seeds": [sd for sd, r in zip(seeds, rise) if r > BLOWUP_FACTOR]}
 
 
 class Pipeline:
@@ -267,8 +282,8 @@ class Pipeline:
                "data": self.data_key}
         key = json.loads(json.dumps(jsonable(key)))
         stored = self.read_back(method, s, where, key)
-        if stored is not None:
-            return with_train_loss(stored[0], problem), stored[1]
+        if stored is not None:  # runs stored before the stability check get it here
+            return with_train_loss(stored[0], problem), {**stability(stored[0], seeds), **stored[1]}
         t0 = time.perf_counter()
         if once:
             res = run_drive(drive, build(1), problem, communications, seeds=seeds[:1], split=split, w0=w0[:1],
@@ -292,17 +307,20 @@ class Pipeline:
             "params": params, "algorithm": alg.config(), "runs_computed": 1 if once else len(seeds),
             "metric": hist["metric"][-1].tolist(), "objective": loss_full.tolist(),
             "train_loss_sum": data_sum.tolist(), "communications": hist["communications"][-1].tolist(),
-            "bits_up": hist["bits_up"][-1].tolist(),
+            "bits_up": hist["bits_up"][-1].tolist(), **stability(hist, seeds),
         }
         where.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(where / "history.npz", **hist)
         np.savez_compressed(where / "final_w.npz", w=w)
         write_json(where / "config.json", res.config)
         write_json(where / "summary.json", summary)
+        unstable = summary.get("unstable_seeds") or []
         self.say(f"  {METHOD_LABELS.get(method, method)} {pct(s) if s else 'dense'}: {len(seeds)} seeds x "
                  f"{max(summary['iterations'])} iterations ({summary['driver']}) in {seconds:.1f} s, "
                  f"{SPECS[self.dataset].metric_label} "
-                 f"{np.mean(summary['metric']):.4f} ({res.status})")
+                 f"{np.mean(summary['metric']):.4f} ({res.status})"
+                 + (f"; UNSTABLE seeds {unstable}: the training objective rose to "
+                    f"{max(summary['peak_rise']):.3g} times its start" if unstable else ""))
         return hist, summary
 
     def read_back(self, method, s, where, key):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .._stored import write_json_atomic as write_json
+from ..metrics import BLOWUP_FACTOR
 from ._common import banner, pct, skey
 from .plots import have_matplotlib, plot_paper_figure
 from .published import METHOD_LABELS, ORDERINGS, PUBLISHED
@@ -59,14 +60,30 @@ def side_by_side(pipe, methods, key, published, numbers, fmt_ours, fmt_paper, fm
             mean, se = mean_se(r["summary"][key]) if r else (math.nan, math.nan)
             paper = published.get(m, {}).get(s)
             entry = {"mean": mean, "se": se, "paper": paper}
+            unstable = (r["summary"].get("unstable_seeds") or []) if r else []
             if key == "metric":
                 entry["values"] = r["summary"][key] if r else None
+            if unstable:
+                entry["unstable_seeds"] = unstable
             numbers.setdefault(m, {})[str(s)] = entry
-            row += [fmt_ours(mean, se) if r else "—", fmt_paper(paper) if paper is not None else "—",
+            row += [(fmt_ours(mean, se) + (f" {UNSTABLE_MARK}" if unstable else "")) if r else "—",
+                    fmt_paper(paper) if paper is not None else "—",
                     fmt_delta(mean, paper) if (paper is not None and r) else "—"]
         rows.append(row)
     return header, rows
 
+
+
+UNSTABLE_MARK = "‡"
+
+
+def unstable_note(rows) -> str:
+    """The footnote of a table with a cell marked :data:`UNSTABLE_MARK` (empty without one)."""
+    if not any(UNSTABLE_MARK in cell for row in rows for cell in row):
+        return ""
+    return (f"\n{UNSTABLE_MARK} some seeds unstable: their training objective rose above {BLOWUP_FACTOR:g} times its "
+            "start (finite, so not stopped as diverged); see `unstable_seeds` and `peak_rise` in the run's "
+            "summary.json.\n")
 
 
 def tables(pipe) -> dict:
@@ -95,7 +112,8 @@ def metric_table(pipe, spec, methods, head, out_md, numbers) -> None:
     name, tab_no, what = spec.metric_table
     out_md[name] = (f"# {tab_no}: final {what} after TopK, mean ± standard error over "
                     f"{pipe.budget.seeds} seeds\n\n{head}\nΔ = ours − paper, in points. Dense ProxSkip is "
-                    f"a reference without TopK (the same value in every column).\n\n" + markdown_table(header, rows))
+                    f"a reference without TopK (the same value in every column).\n\n" + markdown_table(header, rows)
+                    + unstable_note(rows))
 
 
 def loss_table(pipe, spec, methods, head, out_md, numbers) -> None:
@@ -106,7 +124,8 @@ def loss_table(pipe, spec, methods, head, out_md, numbers) -> None:
                                 lambda mean, paper: f"{100 * (mean / paper - 1):+.1f}%")
     out_md[spec.loss_table] = (
         "# Table 5: final train loss sum_i ½‖A_i w − b_i‖² after TopK, mean ± standard error over "
-        f"{pipe.budget.seeds} seeds\n\n{head}\nΔ = ours / paper − 1.\n\n" + markdown_table(header, rows))
+        f"{pipe.budget.seeds} seeds\n\n{head}\nΔ = ours / paper − 1.\n\n" + markdown_table(header, rows)
+        + unstable_note(rows))
 
 
 def bits_to(pipe, methods, s, thresholds) -> dict:
@@ -226,7 +245,8 @@ def write_results(pipe) -> dict:
     paths = figures(pipe)
     summary = {m: {str(s): {k: r["summary"][k] for k in ("metric", "train_loss_sum", "objective",
                                                          "communications", "bits_up", "status", "records",
-                                                         "iterations", "seeds", "params")}
+                                                         "iterations", "seeds", "params", "peak_rise",
+                                                         "unstable_seeds") if k in r["summary"]}
                    for s, r in v.items()} for m, v in pipe.results.items()}
     write_json(out / "summary.json", summary)
     pipe.timings["tables_figures"] = time.perf_counter() - t0
