@@ -175,10 +175,14 @@ def float_dtype(xp, device=None):
 
 def _low_end_ties(a: np.ndarray, rows: int = 64) -> float:
     """Share of entries equal to their row's minimum, in about ``rows`` evenly spaced rows."""
-    flat = a.reshape(-1, a.shape[-1])
-    sample = flat[:: max(1, flat.shape[0] // rows)]
-    if sample.size == 0:
+    lead = a.shape[:-1]
+    n = int(np.prod(lead, dtype=np.int64))
+    if n == 0 or a.shape[-1] == 0:
         return 0.0
+    if a.ndim == 1:
+        sample = a[None, :]
+    else:  # gathers the sampled rows only: no copy of a non-contiguous ``a``
+        sample = a[np.unravel_index(np.arange(0, n, max(1, n // rows)), lead)]
     return float(np.count_nonzero(sample == sample.min(axis=-1, keepdims=True))) / sample.size
 
 

@@ -343,7 +343,7 @@ def test_topk_mask_exactly_k_lowest_index_ties(backend, x, data):
 
 
 @given(zeros=st.floats(0.0, 0.95), k=st.integers(1, 40), seed=st.integers(0, 2**16),
-       dtype=st.sampled_from(["float64", "float32"]), negative=st.booleans())
+       dtype=st.sampled_from(["float64", "float32", "float16"]), negative=st.booleans())
 def test_top_scores_mask_on_numpy_either_selection_equals_the_reference(zeros, k, seed, dtype, negative):
     """NumPy picks its k-th largest two exact ways (low-end ties or not); both give the reference mask."""
     rng = np.random.default_rng(seed)
@@ -361,9 +361,11 @@ def test_low_end_ties_sees_the_zeros_of_sparse_magnitudes():
     dense = rng.random((8, 554, 281))
     sparse = dense * (rng.random(dense.shape) < 0.25)
     assert B._low_end_ties(dense) < 0.01 and 0.7 < B._low_end_ties(sparse) < 0.8  # the two selections
-    for a in (dense, sparse):
+    for a in (dense, sparse, sparse.transpose(1, 0, 2)):  # a non-contiguous view too
         np.testing.assert_array_equal(B._kth_largest(a, 28, np), np.sort(a, axis=-1)[..., -28:-27])
-    assert B._low_end_ties(np.zeros((0, 5))) == 0.0
+    assert B._low_end_ties(sparse.transpose(1, 0, 2)) > 0.7
+    assert B._low_end_ties(np.zeros((0, 5))) == 0.0 and B._low_end_ties(np.zeros((2, 0, 5))) == 0.0
+    assert B._low_end_ties(np.array([0.0, 0.0, 1.0])) == 2 / 3  # one row
 
 
 @pytest.mark.parametrize("backend", HOST_BACKENDS)

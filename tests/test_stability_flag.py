@@ -5,6 +5,8 @@ A run whose objective grows by orders of magnitude but never overflows has statu
 rise and marks its table cells.
 """
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -50,6 +52,8 @@ def test_stability_of_a_history():
     assert got == {"peak_rise": [1.0, 100.0, 9.75], "unstable_seeds": [12]}
     assert stability({"metric": np.ones(3)}, [1]) == {}  # no loss recorded: nothing to say
     assert stability({"loss": np.zeros((2, 1))}, [1]) == {}  # a start at zero loss: nothing to compare with
+    assert stability({"loss": np.array([1.0, np.inf])}, [7]) == {"peak_rise": [np.finfo(float).max],
+                                                                "unstable_seeds": [7]}  # JSON has no inf
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +83,14 @@ def test_a_reproduction_flags_a_finite_blow_up(problem, tmp_path):
     # stored, and read back with the same flag
     again = pipe.final_run("proxskip", None, wild, problem, tmp_path / "dense", 40)[1]
     assert again.get("read_back") and again["unstable_seeds"] == summ["seeds"]
+    # a run stored before the check: its summary has neither field, read back gets both from the history
+    stored = json.loads((tmp_path / "dense" / "summary.json").read_text())
+    for name in ("peak_rise", "unstable_seeds"):
+        del stored[name]
+    (tmp_path / "dense" / "summary.json").write_text(json.dumps(stored))
+    old = pipe.final_run("proxskip", None, wild, problem, tmp_path / "dense", 40)[1]
+    assert old.get("read_back") and old["unstable_seeds"] == summ["seeds"]
+    np.testing.assert_allclose(old["peak_rise"], summ["peak_rise"], rtol=1e-12)
     made = tables(pipe)
     metric_md = next(md for name, md in made["markdown"].items() if "final" in md.splitlines()[0])
     flagged = [line for line in metric_md.splitlines() if UNSTABLE_MARK in line and line.startswith("|")]

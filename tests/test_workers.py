@@ -28,16 +28,22 @@ def test_run_forked_rejects_bad_jobs(bad):
 def test_a_free_worker_takes_the_next_task_whatever_the_costs_said(tmp_path):
     """Costs that are wrong (a cell read back costs nothing) leave no worker idle.
 
-    All six tasks are estimated equal, but task 0 runs longest; a static
-    split by the estimates would queue two more tasks behind it.
+    All six tasks are estimated equal, but task 0 waits until tasks 1-5 are done: only a worker
+    that is free takes them, so the other worker must run all five (a split made up front would
+    queue two of them behind task 0, and task 0 would give up waiting).
     """
     def task(i):
         if i == 0:
-            time.sleep(2.0)
+            deadline = time.monotonic() + 60
+            while not all((tmp_path / f"{j}.done").exists() for j in range(1, 6)):
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.01)
+        (tmp_path / f"{i}.done").touch()
         return os.getpid()
 
     pids = run_forked([lambda i=i: task(i) for i in range(6)], [1] * 6, 2)
-    assert sorted(pids) == list(range(6))
+    assert sorted(pids) == list(range(6)) and pids[0] is not None
     assert all(pids[i] != pids[0] for i in range(1, 6))  # the other worker ran all five
     assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()
 

@@ -33,7 +33,9 @@ def dispatch_order(costs: Sequence[float]) -> list:
     return sorted(range(len(costs)), key=lambda i: (-float(costs[i]), i))
 
 
-def _work(tasks, conn, init) -> None:
+def _work(tasks, conn, init, inherited) -> None:
+    for other in inherited:  # the parent's ends of the pipes forked before: a dead parent must mean EOF here
+        other.close()
     if init is not None:
         init()
     while True:
@@ -97,7 +99,7 @@ def run_forked(tasks: Sequence[Callable], costs: Sequence[float], jobs: int, *,
     try:
         for _ in range(min(jobs, len(tasks))):
             mine, theirs = ctx.Pipe(duplex=True)
-            proc = ctx.Process(target=_work, args=(tasks, theirs, init), daemon=True)
+            proc = ctx.Process(target=_work, args=(tasks, theirs, init, [*workers, mine]), daemon=True)
             proc.start()
             theirs.close()  # the worker holds the only other end: its exit means EOF here
             workers[mine] = [proc, None]

@@ -135,13 +135,15 @@ def stability(hist: dict, seeds) -> dict:
     """``peak_rise`` (:func:`proxfed.metrics.peak_rise` of ``loss``, per seed) and ``unstable_seeds``.
 
     A run that grew far beyond its start and stayed finite has status "completed";
-    these two fields say so. Empty for a history without ``loss``.
+    these two fields say so. Empty for a history without ``loss`` or whose first
+    record is not positive (nothing to compare with). An infinite rise is stored
+    as the largest float (JSON has no infinity).
     """
-    try:
-        rise = np.broadcast_to(peak_rise(hist["loss"]), (len(seeds),))
-    except (KeyError, ValueError):  # no loss recorded, or a start at zero loss: nothing to compare with
+    loss = hist.get("loss")
+    if loss is None or not np.all(np.asarray(loss)[:1] > 0):
         return {}
-    return {"peak_rise": rise.tolist(),
+    rise = np.broadcast_to(peak_rise(loss), (len(seeds),))
+    return {"peak_rise": np.minimum(rise, np.finfo(np.float64).max).tolist(),
             "unstable_seeds": [sd for sd, r in zip(seeds, rise) if r > BLOWUP_FACTOR]}
 
 

@@ -82,8 +82,8 @@ def unstable_note(rows) -> str:
     if not any(UNSTABLE_MARK in cell for row in rows for cell in row):
         return ""
     return (f"\n{UNSTABLE_MARK} some seeds unstable: their training objective rose above {BLOWUP_FACTOR:g} times its "
-            "start (finite, so not stopped as diverged); see `unstable_seeds` and `peak_rise` in the run's "
-            "summary.json.\n")
+            "start at some record (a run that stays finite is not stopped as diverged); see `unstable_seeds` and "
+            "`peak_rise` in the run's summary.json.\n")
 
 
 def tables(pipe) -> dict:
@@ -243,11 +243,14 @@ def write_results(pipe) -> dict:
         (out / "tables" / f"{name}.md").write_text(md + "\n")
     write_json(out / "tables" / "tables.json", made["numbers"])
     paths = figures(pipe)
-    summary = {m: {str(s): {k: r["summary"][k] for k in ("metric", "train_loss_sum", "objective",
-                                                         "communications", "bits_up", "status", "records",
-                                                         "iterations", "seeds", "params", "peak_rise",
-                                                         "unstable_seeds") if k in r["summary"]}
-                   for s, r in v.items()} for m, v in pipe.results.items()}
+    kept = ("metric", "train_loss_sum", "objective", "communications", "bits_up", "status", "records",
+            "iterations", "seeds", "params")
+    optional = ("peak_rise", "unstable_seeds")  # absent where the history has no loss to check
+
+    def brief(summ):
+        return {**{k: summ[k] for k in kept}, **{k: summ[k] for k in optional if k in summ}}
+
+    summary = {m: {str(s): brief(r["summary"]) for s, r in v.items()} for m, v in pipe.results.items()}
     write_json(out / "summary.json", summary)
     pipe.timings["tables_figures"] = time.perf_counter() - t0
     return dict(tables=made["markdown"], numbers=made["numbers"], summary=summary, figures=[str(p) for p in paths])
