@@ -198,7 +198,7 @@ def _kth_largest(a, k: int, xp):
         if a.dtype.kind == "f" and _low_end_ties(a) > 0.4:
             # the k-th smallest of -a (exact): NumPy's SIMD quickselect runs ~7x slower with one value
             # repeated at the low end (the exact zeros of a sparse model's magnitudes, as in FedIHT's
-            # local steps) than at the high end, and ~10% slower on -a without them; benchmarks/bench_topk.py
+            # local steps) than at the high end, and ~10% slower on -a without them (bench_prox_kernels.py)
             return -np.partition(-a, k - 1, axis=-1)[..., k - 1 : k]
         return np.partition(a, d - k, axis=-1)[..., d - k : d - k + 1]
     if array_api_compat.is_cupy_array(a):  # pragma: no cover - needs a GPU
@@ -315,10 +315,13 @@ def topk(x, k):
 def soft_threshold(x, tau):
     """``sign(x) * max(|x| - tau, 0)``, the prox of ``tau * ||.||_1``.
 
-    ``tau`` is a scalar or an array broadcastable to ``x``.
+    ``tau`` (non-negative) is a scalar or an array broadcastable to ``x``.
+    Computed as ``x - clip(x, -tau, tau)``: the same numbers (rounding is
+    symmetric in sign; zeros come out as +0) in two passes instead of five
+    (2.5x faster on NumPy; ``benchmarks/bench_prox_kernels.py``).
     """
     xp = namespace(x)
-    return xp.sign(x) * xp.clip(xp.abs(x) - tau, min=0.0)
+    return x - xp.clip(x, min=-tau, max=tau)
 
 
 def segment_sum(values, offsets, axis: int = 0):

@@ -469,6 +469,20 @@ def test_soft_threshold_and_nnz(backend):
     np.testing.assert_array_equal(B.to_numpy(B.nnz(out)), [2, 3])
 
 
+@given(x=hnp.arrays(np.float64, st.tuples(st.integers(1, 4), st.integers(1, 9)),
+                   elements=st.floats(-1e30, 1e30) | st.sampled_from([0.0, -0.0, 1.5, -1.5])),
+       data=st.data(), dtype=st.sampled_from(["float64", "float32"]))
+def test_soft_threshold_equals_the_reference_bit_for_bit(x, data, dtype):
+    """``x - clip(x, -tau, tau)`` gives exactly ``sign(x) * max(|x| - tau, 0)`` (up to the sign of zero)."""
+    per_row = data.draw(st.lists(st.floats(0.0, 1e30) | st.just(1.5), min_size=len(x), max_size=len(x)))
+    x = x.astype(dtype)
+    for tau in (np.array(per_row, dtype=dtype)[:, None], per_row[0]):  # per run, and one Python float
+        want = np.sign(x) * np.maximum(np.abs(x) - tau, 0)
+        got = B.soft_threshold(x, tau)
+        assert got.dtype == x.dtype
+        np.testing.assert_array_equal(got, want)
+
+
 @given(seed=st.integers(0, 2**32), p=st.floats(0.01, 1.0), n=st.integers(0, 60), start=st.integers(0, 40),
        run=st.integers(0, 5))
 def test_coin_flips_deterministic_and_resumable(seed, p, n, start, run):

@@ -1,6 +1,6 @@
-"""TopK's threshold on NumPy: ``np.partition(a, d - k)`` against the k-th smallest of ``-a``.
+"""The prox kernels on NumPy against their former formulas: TopK's threshold and the soft threshold.
 
-:func:`proxfed._backend.topk_mask` finds each row's k-th largest magnitude with one
+**TopK.** :func:`proxfed._backend.topk_mask` finds each row's k-th largest magnitude with one
 ``np.partition``. NumPy's SIMD quickselect is much slower when one value is repeated at the
 low end of the rows, which is what the magnitudes of a sparse model look like (exact zeros);
 selecting the k-th smallest of ``-a`` puts them at the high end, but is a little slower on rows
@@ -8,18 +8,21 @@ without such ties. The library takes ``-a`` where more than 40% of a sample of r
 row's minimum. All give the same threshold bit for bit (negation is exact), so the masks are
 identical; the tests check the mask against a sort-based reference.
 
-Two parts, each timed in one process, alternating, best of ``--repeat``:
+**Soft threshold.** ``sign(x) * max(|x| - tau, 0)`` (five passes; the baseline) against the
+library's ``x - clip(x, -tau, tau)`` (two passes), the same numbers (the tests check it bit for
+bit). RandProx-l1 applies it to every client's iterate after every local step.
 
-1. The selection alone on the rows TopK really sees: the client iterates of a batch of 8 runs
+Each part is timed in one process, alternating, best of ``--repeat``:
+
+1. The kernels alone on the rows they really see: the client iterates of a batch of 8 runs
    (554 clients x 281 features, K = 28) captured from FedIHT, Sparse-ProxSkip-Local and
-   Sparse-ProxSkip on BlogFeedback, and two synthetic families (dense magnitudes; 75% exact
-   zeros) that need no data.
-2. Whole runs of those methods (8 batched runs, 300 iterations), with the threshold computed
-   the old way (the baseline) and the new way.
+   Sparse-ProxSkip on BlogFeedback, and synthetic families that need no data.
+2. Whole runs of those methods and RandProx-l1 (8 batched runs, 300 iterations), with the former
+   formula (the baseline) and the library's.
 
 Prints a Markdown table; ``--json`` writes the numbers.
 
-    python benchmarks/bench_topk.py --data-dir ../shared/data
+    python benchmarks/bench_prox_kernels.py --data-dir ../shared/data
 """
 
 from __future__ import annotations
@@ -34,12 +37,13 @@ import numpy as np
 
 import proxfed
 import proxfed._backend as backend
-from proxfed.algorithms.registry import get_method
+from proxfed.algorithms.registry import get_method, lam_max
 from proxfed.data import load_blogfeedback
 from proxfed.problems import Ridge
 
 R, K = 8, 28
-METHODS = ("fediht", "sparse_proxskip_local", "sparse_proxskip")
+METHODS = ("fediht", "sparse_proxskip_local", "sparse_proxskip")  # TopK rules
+L1_METHOD = "randprox_l1"
 
 
 def old_kth_largest(a, k: int):
@@ -58,19 +62,28 @@ def library_kth_largest(a, k: int):
     return backend._kth_largest(a, k, np)
 
 
+def old_soft_threshold(x, tau):
+    """The baseline: ``sign(x) * max(|x| - tau, 0)`` (the formula before the change)."""
+    return np.sign(x) * np.clip(np.abs(x) - tau, 0.0, None)
+
+
 @contextmanager
-def threshold(kind: str):
-    """Run the library with the old (``"old"``) or the current (``"new"``) threshold."""
-    current = backend._kth_largest
+def kernels(kind: str):
+    """Run the library with the former (``"old"``) or the current (``"new"``) kernels."""
+    current_kth, current_soft = backend._kth_largest, backend.soft_threshold
 
-    def old(a, k, xp):
-        return old_kth_largest(a, k) if isinstance(a, np.ndarray) else current(a, k, xp)
+    def old_kth(a, k, xp):
+        return old_kth_largest(a, k) if isinstance(a, np.ndarray) else current_kth(a, k, xp)
 
-    backend._kth_largest = old if kind == "old" else current
+    def old_soft(x, tau):
+        return old_soft_threshold(x, tau) if isinstance(x, np.ndarray) else current_soft(x, tau)
+
+    if kind == "old":
+        backend._kth_largest, backend.soft_threshold = old_kth, old_soft
     try:
         yield
     finally:
-        backend._kth_largest = current
+        backend._kth_largest, backend.soft_threshold = current_kth, current_soft
 
 
 def best_of(f, repeat: int) -> float:
@@ -84,7 +97,8 @@ def best_of(f, repeat: int) -> float:
 
 def method(name: str, problem):
     L = float(np.max(problem.smoothness()))
-    params = {"gamma": np.full(R, 1.0 / L), "p": np.full(R, 0.05), "local_steps": np.full(R, 20)}
+    params = {"gamma": np.full(R, 1.0 / L), "p": np.full(R, 0.05), "local_steps": np.full(R, 20),
+              "lam": np.full(R, 0.03 * lam_max(problem))}
     return get_method(name).build(params, k=K)
 
 
@@ -134,19 +148,28 @@ def main(argv=None) -> int:
                 t[kind] = min(t[kind], best_of(lambda: f(a, K), args.repeat))
         rows.append({"workload": f"selection, {label}", "zeros": float(np.mean(a == 0)), "old_s": t["old"],
                      "negated_s": t["negated"], "new_s": t["new"], "speedup": t["old"] / t["new"]})
+    x = np.random.default_rng(1).standard_normal(shape)
+    tau = np.full((R, 1, 1), 0.5)
+    assert np.array_equal(old_soft_threshold(x, tau), backend.soft_threshold(x, tau))
+    t = {"old": np.inf, "new": np.inf}
+    for _ in range(3):
+        t["old"] = min(t["old"], best_of(lambda: old_soft_threshold(x, tau), args.repeat))
+        t["new"] = min(t["new"], best_of(lambda: backend.soft_threshold(x, tau), args.repeat))
+    rows.append({"workload": "soft threshold, synthetic (8, 554, 281), one tau per run", "zeros": None,
+                 "old_s": t["old"], "negated_s": None, "new_s": t["new"], "speedup": t["old"] / t["new"]})
     if blog is not None:
-        for name in METHODS:
+        for name in (*METHODS, L1_METHOD):
             alg = method(name, blog)
             times = {"old": np.inf, "new": np.inf}
             for _ in range(max(1, args.repeat // 5)):
                 for kind in times:
-                    with threshold(kind):
+                    with kernels(kind):
                         times[kind] = min(times[kind], best_of(
                             lambda: proxfed.run(alg, blog, args.iterations, seed=0, progress=False), 1))
             rows.append({"workload": f"run, {get_method(name).label} 90%, {R} runs x {args.iterations} iterations",
                          "zeros": None, "old_s": times["old"], "negated_s": None, "new_s": times["new"],
                          "speedup": times["old"] / times["new"]})
-    print("| workload | exact zeros | partition(a, d - k) (baseline) | -partition(-a, k - 1) | library | "
+    print("| workload | exact zeros | former formula (baseline) | -partition(-a, k - 1) | library | "
           "speed-up (baseline / library) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
