@@ -31,6 +31,7 @@ from ..search import best_trial
 from ..tune import horizon, make_algorithm, method_space, tune_method
 from ._common import pct, run_steps, skey
 from ._workers import run_forked
+from .segments import run_in_segments
 from .demo import sparsity_to_k
 from .published import METHOD_LABELS, PUBLISHED
 from .specs import SPECS
@@ -53,6 +54,10 @@ class Drive(NamedTuple):
     own: object  # each seed's last communication (``run_exact``), else None
     T: int | None  # local steps (None: ``run_rounds``)
     every: int
+
+
+#: Final runs by expected local steps at least this long run in stored segments (:mod:`.segments`).
+MIN_SEGMENTED_ITERATIONS = 20_000
 
 
 def choose_drive(alg, problem, budget, params, communications, seeds, w0) -> Drive:
@@ -287,14 +292,21 @@ class Pipeline:
         if stored is not None:  # runs stored before the stability check get it here
             return with_train_loss(stored[0], problem), {**stability(stored[0], seeds), **stored[1]}
         t0 = time.perf_counter()
+
+        def drive_it(rule, runs):  # long runs by expected local steps in stored segments (resumable)
+            if drive.driver == "run" and drive.T >= MIN_SEGMENTED_ITERATIONS:
+                return run_in_segments(rule, problem, drive.T, seeds=seeds[:runs], split=split, every=drive.every,
+                                       w0=w0[:runs], where=where, key=key, progress=self.progress, like=self.like,
+                                       say=self.say)
+            return run_drive(drive, rule, problem, communications, seeds=seeds[:runs], split=split, w0=w0[:runs],
+                             progress=self.progress)
+
         if once:
-            res = run_drive(drive, build(1), problem, communications, seeds=seeds[:1], split=split, w0=w0[:1],
-                            progress=self.progress)
+            res = drive_it(build(1), 1)
             res = repeat_run(res, len(seeds), {**res.config, "algorithm": alg.config(), "seed": seeds,
                                                "runs_computed": 1})
         else:
-            res = run_drive(drive, alg, problem, communications, seeds=seeds, split=split, w0=w0,
-                            progress=self.progress)
+            res = drive_it(alg, len(seeds))
         seconds = time.perf_counter() - t0
         w = np.asarray(B.to_numpy(res.w), dtype=np.float64)
         hist = with_train_loss({n: np.asarray(v) for n, v in res.history.items()}, problem)

@@ -1,0 +1,127 @@
+"""Long final runs in stored segments, so that an interrupted reproduction resumes a run where it stopped.
+
+A final run by expected local steps (the ``run`` driver: the rules without a closed form, e.g.
+Sparse-ProxSkip-Local at 10⁴ communications, hours on a CPU) runs in about
+:data:`SEGMENTS` segments, each a whole number of record spacings. After each segment the state
+and the history so far are stored in ``partial/`` beside the run's files, under the run's key; a
+later call with the same key continues from there and deletes the folder when the run is done.
+Records fall at the multiples of ``every`` in both cases, and :func:`proxfed.run` continues a
+state bit for bit, so the result is that of one uninterrupted call (``time`` aside: it adds up
+the segments' own times).
+
+A segment that does not complete (a run diverged or was stopped) makes the whole run start over
+in one call, which freezes a diverged batched run where the uninterrupted call does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import numpy as np
+
+from .._stored import read_back_json, read_back_npz
+from .._stored import write_json_atomic as write_json
+from ..run_files import load_state, save_state
+from ..runner import run
+
+__all__ = ["SEGMENTS", "run_in_segments"]
+
+#: About how many segments (checkpoints) a long final run is cut into.
+SEGMENTS = 20
+
+
+def segment_length(iterations: int, every: int, segments: int = SEGMENTS) -> int:
+    """Iterations per segment: a multiple of ``every``, about ``iterations / segments``.
+
+    >>> segment_length(10_000, 50), segment_length(100, 50), segment_length(7, 1, segments=2)
+    (500, 50, 4)
+    """
+    return max(1, round(iterations / segments / every)) * every
+
+
+def _store(partial, key, res, hist) -> None:
+    partial.mkdir(parents=True, exist_ok=True)
+    save_state(res.state, partial / "state.tmp.npz")
+    np.savez_compressed(partial / "history.tmp.npz", **hist)
+    (partial / "state.tmp.npz").replace(partial / "state.npz")
+    (partial / "history.tmp.npz").replace(partial / "history.npz")
+    write_json(partial / "progress.json", {"key": key, "t": int(res.state.t), "records": len(hist["iteration"]),
+                                           "config": res.config})
+
+
+def _resume(partial, key, like, iterations):
+    """``(state, history, config)`` stored under ``key`` in ``partial`` before ``iterations``, or None."""
+    info = read_back_json(partial / "progress.json") if (partial / "progress.json").is_file() else None
+    if info is None or info.get("key") != key or not (partial / "state.npz").is_file():
+        return None
+    hist = read_back_npz(partial / "history.npz", required=("iteration", "time"), length=info.get("records"))
+    if hist is None:
+        return None
+    try:
+        state = load_state(partial / "state.npz", like=like)
+    except ValueError:  # damaged: start over
+        return None
+    t = int(state.t)
+    if t != int(hist["iteration"][-1]) or t != info.get("t") or not 0 < t < iterations:
+        return None
+    return state, {n: np.asarray(v) for n, v in hist.items()}, info.get("config") or {}
+
+
+def _join(before: dict, after: dict) -> dict:
+    """``before`` then ``after`` without ``after``'s first record (it is ``before``'s last), times added up."""
+    out = {}
+    for name, v in after.items():
+        v = np.asarray(v)[1:]
+        if name == "time":
+            v = v + before["time"][-1]
+        out[name] = np.concatenate([np.asarray(before[name]), v], axis=0)
+    return out
+
+
+def run_in_segments(alg, problem, iterations: int, *, seeds, split, every: int, w0, where, key, progress=False,
+                    like=None, say=print):
+    """:func:`proxfed.run` of ``iterations`` local steps, in stored segments under ``where / "partial"``.
+
+    Parameters
+    ----------
+    alg, problem, seeds, split, every, w0, progress
+        As for :func:`proxfed.run` (``every`` records; ``w0`` the start).
+    iterations : int
+    where : path
+        The run's folder; ``partial/`` inside it holds the segments until the run is done.
+    key : dict
+        The run's stored key: a stored segment is continued only under the same key.
+    like : array, optional
+        Where the stored state goes when resumed (library, device, dtype).
+    say : callable
+        Receives a line when a run resumes or starts over.
+
+    Returns
+    -------
+    RunResult
+        That of one call of :func:`proxfed.run`, with ``config["segments"]``.
+    """
+    partial = where / "partial"
+    length = segment_length(iterations, every)
+    resumed = _resume(partial, key, like, iterations)
+    state, hist, config = resumed if resumed is not None else (None, None, {})
+    if resumed is not None:
+        say(f"    resuming at iteration {int(state.t)} of {iterations} from {partial}")
+    segments = 0
+    while state is None or int(state.t) < iterations:
+        t = 0 if state is None else int(state.t)
+        res = run(alg, problem, min(length, iterations - t), seed=seeds, split=split, every=every,
+                  w0=w0 if state is None else None, state=state, progress=progress)
+        if res.status != "completed":  # one call from the start freezes a diverged run as it should
+            say(f"    a segment ended {res.status!r} at iteration {int(res.state.t)}; running it in one call")
+            shutil.rmtree(partial, ignore_errors=True)
+            return run(alg, problem, iterations, seed=seeds, split=split, every=every, w0=w0, progress=progress)
+        hist = {n: np.asarray(v) for n, v in res.history.items()} if hist is None else _join(hist, res.history)
+        config = config or res.config
+        state, segments = res.state, segments + 1
+        if int(state.t) < iterations:
+            _store(partial, key, res, hist)
+    shutil.rmtree(partial, ignore_errors=True)
+    config = {**config, "iterations": iterations, "start_iteration": 0, "segments": segments}
+    return dataclasses.replace(res, history=hist, config=config)
