@@ -72,6 +72,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(problem, tmp_path, monkeypa
                                    key={"k": 1}, say=said.append)
     assert any(f"resuming at iteration {stored} of 120" in m for m in said)
     assert sum(counted) == 120 - stored
+    assert [m.split()[1] for m in said if "stored in" in m] == [str(t) for t in range(stored + 8, 120, 8)]
     same_run(got, want)
     assert not (tmp_path / "partial").exists()
 

@@ -95,7 +95,7 @@ def run_in_segments(alg, problem, iterations: int, *, seeds, split, every: int, 
     like : array, optional
         Where the stored state goes when resumed (library, device, dtype).
     say : callable
-        Receives a line when a run resumes or starts over.
+        Receives a line for each stored segment, and when a run resumes or starts over.
 
     Returns
     -------
@@ -122,6 +122,7 @@ def run_in_segments(alg, problem, iterations: int, *, seeds, split, every: int, 
         state, segments = res.state, segments + 1
         if int(state.t) < iterations:
             _store(partial, key, res, hist)
+            say(f"    iteration {int(state.t)} of {iterations} stored in {partial}")
     shutil.rmtree(partial, ignore_errors=True)
     config = {**config, "iterations": iterations, "start_iteration": 0, "segments": segments}
     return dataclasses.replace(res, history=hist, config=config)
