@@ -43,6 +43,7 @@ def test_segments_give_the_run_of_one_call(problem, tmp_path, method):
                                    where=tmp_path, key={"k": 1}, say=lambda *_: None)
     same_run(got, want)
     assert got.config["segments"] == 25 and got.config["iterations"] == 200  # segments of 8
+    assert got.config["resumed_at"] == 0
     assert not (tmp_path / "partial").exists()  # cleaned up
 
 
@@ -73,6 +74,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(problem, tmp_path, monkeypa
     assert any(f"resuming at iteration {stored} of 120" in m for m in said)
     assert sum(counted) == 120 - stored
     assert [m.split()[1] for m in said if "stored in" in m] == [str(t) for t in range(stored + 8, 120, 8)]
+    assert got.config["resumed_at"] == stored and got.config["segments"] == (120 - stored) // 8
     same_run(got, want)
     assert not (tmp_path / "partial").exists()
 

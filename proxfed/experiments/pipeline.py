@@ -322,6 +322,7 @@ class Pipeline:
             "metric": hist["metric"][-1].tolist(), "objective": loss_full.tolist(),
             "train_loss_sum": data_sum.tolist(), "communications": hist["communications"][-1].tolist(),
             "bits_up": hist["bits_up"][-1].tolist(), **stability(hist, seeds),
+            **({"resumed_at": res.config["resumed_at"]} if res.config.get("resumed_at") else {}),
         }
         where.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(where / "history.npz", **hist)

@@ -100,14 +100,16 @@ def run_in_segments(alg, problem, iterations: int, *, seeds, split, every: int, 
     Returns
     -------
     RunResult
-        That of one call of :func:`proxfed.run`, with ``config["segments"]``.
+        That of one call of :func:`proxfed.run`, with ``config["segments"]`` (computed in this
+        call) and ``config["resumed_at"]`` (the iteration this call resumed at; 0 for a fresh run).
     """
     partial = where / "partial"
     length = segment_length(iterations, every)
     resumed = _resume(partial, key, like, iterations)
     state, hist, config = resumed if resumed is not None else (None, None, {})
+    resumed_at = 0 if resumed is None else int(state.t)
     if resumed is not None:
-        say(f"    resuming at iteration {int(state.t)} of {iterations} from {partial}")
+        say(f"    resuming at iteration {resumed_at} of {iterations} from {partial}")
     segments = 0
     while state is None or int(state.t) < iterations:
         t = 0 if state is None else int(state.t)
@@ -124,5 +126,6 @@ def run_in_segments(alg, problem, iterations: int, *, seeds, split, every: int, 
             _store(partial, key, res, hist)
             say(f"    iteration {int(state.t)} of {iterations} stored in {partial}")
     shutil.rmtree(partial, ignore_errors=True)
-    config = {**config, "iterations": iterations, "start_iteration": 0, "segments": segments}
+    config = {**config, "iterations": iterations, "start_iteration": 0, "segments": segments,
+              "resumed_at": resumed_at}
     return dataclasses.replace(res, history=hist, config=config)
