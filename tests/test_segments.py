@@ -32,6 +32,7 @@ def same_run(got, want):
     np.testing.assert_array_equal(got.w, want.w)
     np.testing.assert_array_equal(got.state.h, want.state.h)
     assert got.status == want.status == "completed"
+    assert got.message == want.message  # the whole run's, not its last segment's
     assert np.all(np.diff(got.history["time"]) >= 0)
 
 

@@ -128,4 +128,5 @@ def run_in_segments(alg, problem, iterations: int, *, seeds, split, every: int, 
     shutil.rmtree(partial, ignore_errors=True)
     config = {**config, "iterations": iterations, "start_iteration": 0, "segments": segments,
               "resumed_at": resumed_at}
-    return dataclasses.replace(res, history=hist, config=config)
+    # the message one call gives (the last segment's names only its own iterations)
+    return dataclasses.replace(res, history=hist, config=config, message=f"completed {iterations} iterations")
