@@ -75,6 +75,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(problem, tmp_path, monkeypa
     assert any(f"resuming at iteration {stored} of 120" in m for m in said)
     assert sum(counted) == 120 - stored
     assert [m.split()[1] for m in said if "stored in" in m] == [str(t) for t in range(stored + 8, 120, 8)]
+    assert all(m.endswith(" left)") for m in said if "stored in" in m)  # the time left, at this sitting's pace
     assert got.config["resumed_at"] == stored and got.config["segments"] == (120 - stored) // 8
     same_run(got, want)
     assert not (tmp_path / "partial").exists()

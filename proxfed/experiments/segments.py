@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from .._stored import write_json_atomic as write_json
 from ..run_files import load_state, save_state
 from ..runner import run
 
-__all__ = ["SEGMENTS", "run_in_segments"]
+__all__ = ["SEGMENTS", "run_in_segments", "time_left"]
 
 #: About how many segments (checkpoints) a long final run is cut into.
 SEGMENTS = 20
@@ -38,6 +39,20 @@ def segment_length(iterations: int, every: int, segments: int = SEGMENTS) -> int
     (500, 50, 4)
     """
     return max(1, round(iterations / segments / every)) * every
+
+
+def time_left(done: int, seconds: float, left: int) -> str:
+    """``left`` more iterations at the pace of ``done`` in ``seconds``, in words.
+
+    >>> time_left(100, 30.0, 200), time_left(100, 30.0, 20_000), time_left(100, 30.0, 2_000_000)
+    ('about 60 s left', 'about 1.7 h left', 'about 7 d left')
+    """
+    s = seconds / max(done, 1) * left
+    if s < 100:
+        return f"about {s:.0f} s left"
+    if s < 6000:
+        return f"about {s / 60:.0f} min left"
+    return f"about {s / 3600:.1f} h left" if s < 48 * 3600 else f"about {s / 86400:.0f} d left"
 
 
 def _store(partial, key, res, hist) -> None:
@@ -110,7 +125,7 @@ def run_in_segments(alg, problem, iterations: int, *, seeds, split, every: int, 
     resumed_at = 0 if resumed is None else int(state.t)
     if resumed is not None:
         say(f"    resuming at iteration {resumed_at} of {iterations} from {partial}")
-    segments = 0
+    segments, started = 0, time.perf_counter()
     while state is None or int(state.t) < iterations:
         t = 0 if state is None else int(state.t)
         res = run(alg, problem, min(length, iterations - t), seed=seeds, split=split, every=every,
@@ -124,7 +139,9 @@ def run_in_segments(alg, problem, iterations: int, *, seeds, split, every: int, 
         state, segments = res.state, segments + 1
         if int(state.t) < iterations:
             _store(partial, key, res, hist)
-            say(f"    iteration {int(state.t)} of {iterations} stored in {partial}")
+            t = int(state.t)
+            pace = time_left(t - resumed_at, time.perf_counter() - started, iterations - t)
+            say(f"    iteration {t} of {iterations} stored in {partial} ({pace})")
     shutil.rmtree(partial, ignore_errors=True)
     config = {**config, "iterations": iterations, "start_iteration": 0, "segments": segments,
               "resumed_at": resumed_at}
