@@ -100,7 +100,7 @@ def test_ridge_layouts_are_as_intended():
 
 
 @pytest.mark.parametrize("kind", sorted(RIDGE_DATA))
-@pytest.mark.parametrize("lead", [(), (3,)], ids=["N_d", "R_N_d"])
+@pytest.mark.parametrize("lead", [(), (3,), (2, 3)], ids=["N_d", "R_N_d", "R1_R2_N_d"])
 @given(seed=st.integers(0, 2**31 - 1), alpha=st.sampled_from([0.0, 0.5, 1e3]))
 def test_ridge_value_grad(kind, lead, seed, alpha):
     prob, rp = ridge_pair(kind, alpha)
