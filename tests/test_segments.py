@@ -102,6 +102,7 @@ def test_a_stored_segment_of_another_key_or_damaged_is_not_continued(problem, tm
     other = segments.run_in_segments(alg, problem, 60, seeds=seeds, split="test", every=3, w0=w0, where=tmp_path,
                                      key={"k": 2}, say=said.append)
     assert not any("resuming" in m for m in said)
+    assert said[0] == f"    60 iterations in segments of 3, stored in {tmp_path / 'partial'}"  # a fresh start says so
     same_run(other, want)
     # a truncated state file: started over, with a warning from the reader, never a wrong run
     with pytest.raises(KeyboardInterrupt):

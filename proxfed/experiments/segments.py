@@ -125,6 +125,8 @@ def run_in_segments(alg, problem, iterations: int, *, seeds, split, every: int, 
     resumed_at = 0 if resumed is None else int(state.t)
     if resumed is not None:
         say(f"    resuming at iteration {resumed_at} of {iterations} from {partial}")
+    else:
+        say(f"    {iterations} iterations in segments of {length}, stored in {partial}")
     segments, started = 0, time.perf_counter()
     while state is None or int(state.t) < iterations:
         t = 0 if state is None else int(state.t)
