@@ -7,6 +7,7 @@ import pytest
 
 import proxfed
 import proxfed.experiments.segments as segments
+from proxfed.experiments._workers import dispatch_order
 from proxfed.data import make_sparse_regression
 from proxfed.problems import Ridge
 from proxfed.tune import make_algorithm
@@ -158,3 +159,19 @@ def test_a_reproductions_final_run_in_segments_equals_one_call(problem, tmp_path
     for name in ("metric", "objective", "train_loss_sum", "iterations", "communications", "bits_up", "key"):
         assert s2[name] == s1[name]
     assert s1["runs_computed"] == s2["runs_computed"] == (1 if method == "fediht" else 3)
+
+
+def test_remaining_iterations_orders_cells_by_the_work_left(tmp_path):
+    """A stored run needs nothing, a partial one what its segments leave, a damaged partial all of it."""
+    stored, partial, damaged, fresh = (tmp_path / n for n in ("stored", "partial", "damaged", "fresh"))
+    stored.mkdir()
+    (stored / "summary.json").write_text("{}")
+    (partial / "partial").mkdir(parents=True)
+    (partial / "partial" / "progress.json").write_text(json.dumps({"key": {}, "t": 400}))
+    (damaged / "partial").mkdir(parents=True)
+    (damaged / "partial" / "progress.json").write_text('{"t": ')
+    got = [segments.remaining_iterations(w, 1000) for w in (stored, partial, damaged, fresh)]
+    assert got == [0, 600, 1000, 1000]
+    assert segments.remaining_iterations(partial, 300) == 0  # never negative
+    # the hand-out: the fresh and the damaged cells first, the partial next, the stored one last
+    assert dispatch_order(got) == [2, 3, 1, 0]

@@ -31,7 +31,7 @@ from ..search import best_trial
 from ..tune import horizon, make_algorithm, method_space, tune_method
 from ._common import pct, run_steps, skey
 from ._workers import run_forked
-from .segments import run_in_segments
+from .segments import remaining_iterations, run_in_segments
 from .demo import sparsity_to_k
 from .published import METHOD_LABELS, PUBLISHED
 from .specs import SPECS
@@ -385,7 +385,8 @@ def final_runs(pipe: Pipeline, final_problem, jobs: int) -> None:
         done = run_forked(
             [lambda c=c, params=params: pipe.counting("final", pipe.final_run, c[0], c[1], params[c], final_problem,
                                        out / "runs" / c[0] / skey(c[1]), final_c) for c in cells],
-            [horizon(params[c], final_c) for c in cells], jobs, init=lambda: pipe.in_worker(jobs), echo=pipe.say)
+            [remaining_iterations(out / "runs" / c[0] / skey(c[1]), horizon(params[c], final_c)) for c in cells],
+            jobs, init=lambda: pipe.in_worker(jobs), echo=pipe.say)
         pipe.run_steps["final"] += sum(done.values())
     for i, m in enumerate(pipe.methods, 1):
         pipe.say(f"[{i}/{len(pipe.methods)}] final runs of {METHOD_LABELS[m]}")

@@ -16,8 +16,10 @@ in one call, which freezes a diverged batched run where the uninterrupted call d
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -26,7 +28,7 @@ from .._stored import write_json_atomic as write_json
 from ..run_files import load_state, save_state
 from ..runner import run
 
-__all__ = ["SEGMENTS", "run_in_segments", "time_left"]
+__all__ = ["SEGMENTS", "remaining_iterations", "run_in_segments", "segment_length", "time_left"]
 
 #: About how many segments (checkpoints) a long final run is cut into.
 SEGMENTS = 20
@@ -53,6 +55,23 @@ def time_left(done: int, seconds: float, left: int) -> str:
     if s < 6000:
         return f"about {s / 60:.0f} min left"
     return f"about {s / 3600:.1f} h left" if s < 48 * 3600 else f"about {s / 86400:.0f} d left"
+
+
+def remaining_iterations(where, iterations: int) -> int:
+    """Local steps a final run stored under ``where`` still needs, to order the hand-out of cells.
+
+    0 where its ``summary.json`` is stored (read back), ``iterations`` less the stored segments'
+    where ``partial/`` holds some, else ``iterations``. An estimate: the keys are not compared (a
+    run stored under another key is recomputed all the same).
+    """
+    where = Path(where)
+    if (where / "summary.json").is_file():
+        return 0
+    try:
+        done = int(json.loads((where / "partial" / "progress.json").read_text())["t"])
+    except (OSError, ValueError, KeyError, TypeError):
+        done = 0
+    return max(0, int(iterations) - max(0, done))
 
 
 def _store(partial, key, res, hist) -> None:
