@@ -11,8 +11,11 @@ compares the gradients of the two (on this machine, NumPy 2.4 with OpenBLAS, the
 
 Timed in one process, alternating, best of ``--repeat``:
 
-1. the data terms alone (``_data_terms``, gradients only) for R = 1, 2, 5, 8 batched runs;
-2. whole runs of the step-by-step rules that call it once per local step, Sparse-ProxSkip-Local
+1. the data terms alone (``_data_terms``, gradients only) for R = 1, 2, 5, 8 batched runs (at
+   R = 1 both columns run the same code: a single run's layout has no strided view; its ratio is
+   the noise floor);
+2. the Gram part alone, ``G_i @ W_i`` over the Gram clients, for R = 5 and 8 (the copy included);
+3. whole runs of the step-by-step rules that call it once per local step, Sparse-ProxSkip-Local
    and RandProx-l1 (R = 5 batched runs, ``--iterations`` local steps each).
 
 BlogFeedback (554 clients x 281 features, the reproductions' problem) from ``--data-dir``.
@@ -101,6 +104,22 @@ def main(argv=None) -> int:
         rows.append({"workload": f"gradients, {runs} run{'s' * (runs > 1)}", "strided_s": t["strided"],
                      "contiguous_s": t["contiguous"], "speedup": t["strided"] / t["contiguous"],
                      "max_rel_diff": err})
+    for runs in (5, 8):  # the Gram part alone: the strided view against a contiguous copy (copy included)
+        W = rng.standard_normal((runs, problem.n_clients, problem.dim)) * 1e-3
+        lay = problem._host_layout(True, W.dtype)
+        ng = lay["gram_clients"].size
+        Wp = np.moveaxis(W, 0, -1)[lay["order"]]  # the runs-last view _data_terms builds
+        G = lay["G"]
+        want = np.matmul(G, Wp[:ng])
+        got = np.matmul(G, ridge._gram_operand(Wp[:ng]))
+        err = float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+        t = {"strided": np.inf, "contiguous": np.inf}
+        for _ in range(3):
+            t["strided"] = min(t["strided"], best_of(lambda: np.matmul(G, Wp[:ng]), args.repeat))
+            t["contiguous"] = min(t["contiguous"], best_of(lambda: np.matmul(G, ridge._gram_operand(Wp[:ng])),
+                                                          args.repeat))
+        rows.append({"workload": f"Gram GEMM alone ({ng} clients), {runs} runs", "strided_s": t["strided"],
+                     "contiguous_s": t["contiguous"], "speedup": t["strided"] / t["contiguous"], "max_rel_diff": err})
     for name in ("sparse_proxskip_local", "randprox_l1"):
         alg = rule(name, problem, 5)
         t = alternate(lambda: proxfed.run(alg, problem, args.iterations, seed=[1, 2, 3, 4, 5], progress=False),

@@ -550,6 +550,9 @@ def test_blogfeedback_smoke_end_to_end(shared_data, tmp_path):
     reproduce("blogfeedback", shared_data, copy, budget="smoke", progress=False, echo=again.append,
               methods=("sparse_proxskip",))
     assert any("read back" in m for m in again) and not any("evaluating" in m for m in again)
+    # the read-back's wall time is not the runs': the README says so (the first call's does not)
+    assert "every search and run was read back" in (copy / "README.md").read_text()
+    assert "read back" not in (out / "README.md").read_text().split("alpha =")[0]
     # two worker processes give the same tables as one
     forked = tmp_path / "forked"
     forked_messages = []

@@ -103,7 +103,7 @@ def test_a_stored_segment_of_another_key_or_damaged_is_not_continued(problem, tm
     other = segments.run_in_segments(alg, problem, 60, seeds=seeds, split="test", every=3, w0=w0, where=tmp_path,
                                      key={"k": 2}, say=said.append)
     assert not any("resuming" in m for m in said)
-    assert said[0] == f"    60 iterations in segments of 3, stored in {tmp_path / 'partial'}"  # a fresh start says so
+    assert said[0] == f"    60 iterations in segments of 3, kept in {tmp_path / 'partial'} until done"  # a fresh start
     same_run(other, want)
     # a truncated state file: started over, with a warning from the reader, never a wrong run
     with pytest.raises(KeyboardInterrupt):
@@ -163,15 +163,25 @@ def test_a_reproductions_final_run_in_segments_equals_one_call(problem, tmp_path
 
 def test_remaining_iterations_orders_cells_by_the_work_left(tmp_path):
     """A stored run needs nothing, a partial one what its segments leave, a damaged partial all of it."""
-    stored, partial, damaged, fresh = (tmp_path / n for n in ("stored", "partial", "damaged", "fresh"))
+    stored, partial, damaged, fresh, odd = (tmp_path / n for n in ("stored", "partial", "damaged", "fresh", "odd"))
+    key = {"params": {"gamma": 0.5, "p": 0.1}, "communications": 100}
     stored.mkdir()
-    (stored / "summary.json").write_text("{}")
+    (stored / "summary.json").write_text(json.dumps({"key": key}))
     (partial / "partial").mkdir(parents=True)
-    (partial / "partial" / "progress.json").write_text(json.dumps({"key": {}, "t": 400}))
+    (partial / "partial" / "progress.json").write_text(json.dumps({"key": key, "t": 400}))
     (damaged / "partial").mkdir(parents=True)
     (damaged / "partial" / "progress.json").write_text('{"t": ')
-    got = [segments.remaining_iterations(w, 1000) for w in (stored, partial, damaged, fresh)]
-    assert got == [0, 600, 1000, 1000]
+    (odd / "partial").mkdir(parents=True)
+    (odd / "partial" / "progress.json").write_text('{"key": {}, "t": Infinity}')  # valid JSON, no integer
+    got = [segments.remaining_iterations(w, 1000) for w in (stored, partial, damaged, fresh, odd)]
+    assert got == [0, 600, 1000, 1000, 1000]
     assert segments.remaining_iterations(partial, 300) == 0  # never negative
-    # the hand-out: the fresh and the damaged cells first, the partial next, the stored one last
-    assert dispatch_order(got) == [2, 3, 1, 0]
+    # the hand-out: damaged, fresh and odd first (ties by index), then the partial, the stored one last
+    assert dispatch_order(got) == [2, 3, 4, 1, 0]
+    # a run stored under other hyperparameters is recomputed: it counts as not stored
+    same, other = key, {**key, "params": {"gamma": 0.25, "p": 0.1}}
+    assert [segments.remaining_iterations(stored, 1000, same), segments.remaining_iterations(partial, 1000, same)] \
+        == [0, 600]
+    assert [segments.remaining_iterations(stored, 1000, other), segments.remaining_iterations(partial, 1000, other)] \
+        == [1000, 1000]
+    assert segments.remaining_iterations(damaged, 1000, same) == 1000

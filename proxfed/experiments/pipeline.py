@@ -385,7 +385,9 @@ def final_runs(pipe: Pipeline, final_problem, jobs: int) -> None:
         done = run_forked(
             [lambda c=c, params=params: pipe.counting("final", pipe.final_run, c[0], c[1], params[c], final_problem,
                                        out / "runs" / c[0] / skey(c[1]), final_c) for c in cells],
-            [remaining_iterations(out / "runs" / c[0] / skey(c[1]), horizon(params[c], final_c)) for c in cells],
+            [remaining_iterations(out / "runs" / c[0] / skey(c[1]), horizon(params[c], final_c),
+                                  {"params": json.loads(json.dumps(jsonable(params[c]))), "communications": final_c})
+             for c in cells],
             jobs, init=lambda: pipe.in_worker(jobs), echo=pipe.say)
         pipe.run_steps["final"] += sum(done.values())
     for i, m in enumerate(pipe.methods, 1):

@@ -256,13 +256,21 @@ def write_results(pipe) -> dict:
     return dict(tables=made["markdown"], numbers=made["numbers"], summary=summary, figures=[str(p) for p in paths])
 
 
+def _read_back_note(run_info) -> str:
+    """Where nothing was computed, the wall time is a read-back's: say so, and where the runs' own are."""
+    if sum(run_info.get("run_steps", {}).values()):
+        return ""
+    return ("; every search and run was read back from this folder (each run's summary.json keeps the "
+            "seconds it took)")
+
+
 def write_readme(pipe, result, run_info) -> None:
     """``README.md``: the tables, figures, diagnostics and Appendix D in one page."""
     b = pipe.budget
     parts = [f"# proxfed reproduction: {pipe.dataset}, budget `{b.name}`\n", banner(b, pipe.communications),
              f"Command: `{run_info['command']}`  ",
              f"Wall time: {run_info['timings']['total']:.0f} s on {run_info['machine']['processor']} "
-             f"({run_info['machine']['cpu_count']} CPUs).  ",
+             f"({run_info['machine']['cpu_count']} CPUs){_read_back_note(run_info)}.  ",
              f"alpha = {run_info['alpha']['alpha']:g} ({run_info['alpha']['how']}).\n"]
     for name, md in result.get("tables", {}).items():
         parts.append(md.replace("# ", "## ", 1) + "\n")

@@ -46,30 +46,49 @@ def segment_length(iterations: int, every: int, segments: int = SEGMENTS) -> int
 def time_left(done: int, seconds: float, left: int) -> str:
     """``left`` more iterations at the pace of ``done`` in ``seconds``, in words.
 
+    The unit changes where the rounded number would reach 100 (s, min) or 48 (h).
+
     >>> time_left(100, 30.0, 200), time_left(100, 30.0, 20_000), time_left(100, 30.0, 2_000_000)
     ('about 60 s left', 'about 1.7 h left', 'about 7 d left')
+    >>> time_left(1, 99.7, 1), time_left(1, 5990.0, 1), time_left(1, 47.99 * 3600, 1)
+    ('about 2 min left', 'about 1.7 h left', 'about 2 d left')
     """
     s = seconds / max(done, 1) * left
-    if s < 100:
+    if round(s) < 100:
         return f"about {s:.0f} s left"
-    if s < 6000:
+    if round(s / 60) < 100:
         return f"about {s / 60:.0f} min left"
-    return f"about {s / 3600:.1f} h left" if s < 48 * 3600 else f"about {s / 86400:.0f} d left"
+    if round(s / 3600, 1) < 48:
+        return f"about {s / 3600:.1f} h left"
+    return f"about {s / 86400:.0f} d left"
 
 
-def remaining_iterations(where, iterations: int) -> int:
+def remaining_iterations(where, iterations: int, match: dict | None = None) -> int:
     """Local steps a final run stored under ``where`` still needs, to order the hand-out of cells.
 
-    0 where its ``summary.json`` is stored (read back), ``iterations`` less the stored segments'
-    where ``partial/`` holds some, else ``iterations``. An estimate: the keys are not compared (a
-    run stored under another key is recomputed all the same).
+    0 where its ``summary.json`` is stored, ``iterations`` less the stored segments' where
+    ``partial/`` holds some, else ``iterations``. ``match`` holds entries of the run's key (e.g.
+    its ``params``): a stored run or segment whose key differs in one of them is recomputed, so it
+    counts as not stored. An estimate that never raises: an unreadable file counts as absent.
     """
     where = Path(where)
-    if (where / "summary.json").is_file():
+
+    def stored(path):
+        try:
+            info = json.loads(path.read_text())
+            key = info["key"] if match else None
+            if match and any(key.get(name) != value for name, value in match.items()):
+                return None
+            return info
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    if stored(where / "summary.json") is not None:
         return 0
+    progress = stored(where / "partial" / "progress.json")
     try:
-        done = int(json.loads((where / "partial" / "progress.json").read_text())["t"])
-    except (OSError, ValueError, KeyError, TypeError):
+        done = int(progress["t"]) if progress is not None else 0
+    except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: a "t" of Infinity
         done = 0
     return max(0, int(iterations) - max(0, done))
 
@@ -145,7 +164,7 @@ def run_in_segments(alg, problem, iterations: int, *, seeds, split, every: int, 
     if resumed is not None:
         say(f"    resuming at iteration {resumed_at} of {iterations} from {partial}")
     else:
-        say(f"    {iterations} iterations in segments of {length}, stored in {partial}")
+        say(f"    {iterations} iterations in segments of {length}, kept in {partial} until done")
     segments, started = 0, time.perf_counter()
     while state is None or int(state.t) < iterations:
         t = 0 if state is None else int(state.t)

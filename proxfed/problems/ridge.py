@@ -77,8 +77,8 @@ def _gram_operand(Wg):
     """The Gram clients' iterates (Ng, d, R) as a C-contiguous copy for ``G @ W``.
 
     The runs-last view of the iterates is strided (the runs are its slowest axis within a client),
-    and NumPy's batched matmul of (d, d) by such (d, R) items runs 2.3x slower than on a contiguous
-    copy with 5 or 8 runs (``benchmarks/bench_ridge_layout.py``); the copy is Ng·d·R entries.
+    and NumPy's batched matmul of (d, d) by such (d, R) items runs about 2x slower than on a
+    contiguous copy with 5 or 8 runs, copy included (``benchmarks/bench_ridge_layout.py``).
     """
     return np.ascontiguousarray(Wg)
 
