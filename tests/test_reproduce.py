@@ -553,6 +553,12 @@ def test_blogfeedback_smoke_end_to_end(shared_data, tmp_path):
     # the read-back's wall time is not the runs': the README says so (the first call's does not)
     assert "every search and run was read back" in (copy / "README.md").read_text()
     assert "read back" not in (out / "README.md").read_text().split("alpha =")[0]
+    # the final runs' own seconds, per cell and in all, the same when read back
+    first, back = (json.loads((d / "run.json").read_text())["final_run_seconds"] for d in (out, copy))
+    assert first["total"] > 0
+    assert first["total"] == pytest.approx(sum(x for v in first["cells"].values() for x in v.values()))
+    assert back["cells"]["sparse_proxskip"] == first["cells"]["sparse_proxskip"]
+    assert "Final runs:" in (out / "README.md").read_text()
     # two worker processes give the same tables as one
     forked = tmp_path / "forked"
     forked_messages = []

@@ -159,6 +159,17 @@ def test_a_reproductions_final_run_in_segments_equals_one_call(problem, tmp_path
     for name in ("metric", "objective", "train_loss_sum", "iterations", "communications", "bits_up", "key"):
         assert s2[name] == s1[name]
     assert s1["runs_computed"] == s2["runs_computed"] == (1 if method == "fediht" else 3)
+    # the run's own seconds: its clock at the last record, which adds up the segments
+    for h, summ in ((h1, s1), (h2, s2)):
+        assert summ["run_seconds"] == float(h["time"][-1]) and 0 < summ["run_seconds"] <= summ["seconds"]
+    # a summary stored without them gets them when read back
+    where = tmp_path / "segments" / "run"
+    old = json.loads((where / "summary.json").read_text())
+    del old["run_seconds"]
+    (where / "summary.json").write_text(json.dumps(old))
+    pipe = pipeline.Pipeline("blogfeedback", tmp_path / "segments", b, (method,), 0, False, lambda *_: None)
+    _, back = pipe.final_run(method, 0.8, params, problem, where, 30)
+    assert back["read_back"] and back["run_seconds"] == float(h2["time"][-1])
 
 
 def test_remaining_iterations_orders_cells_by_the_work_left(tmp_path):

@@ -288,6 +288,9 @@ def reproduce(
         pipe.timings["appendix_d"] = time.perf_counter() - t0
     seconds = time.perf_counter() - t_start
     pipe.timings["total"] = seconds
+    cells = {m: {str(s): float(r["summary"].get("run_seconds", r["summary"].get("seconds", 0.0)))
+                 for s, r in v.items()} for m, v in pipe.results.items()}
+    run_info["final_run_seconds"] = {"total": sum(x for v in cells.values() for x in v.values()), "cells": cells}
     run_info.update(status="completed", timings=pipe.timings, run_steps=pipe.run_steps,
                     tuned={m: {str(s): e for s, e in v.items()} for m, v in pipe.tuned.items()})
     write_json(out / "run.json", run_info)

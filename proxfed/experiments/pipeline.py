@@ -45,6 +45,14 @@ def theory_fallback(method: str, problem, p_range) -> dict:
     return get_method(method).theory(problem, p_range)
 
 
+def run_seconds(hist, default: float | None = None) -> dict:
+    """``{"run_seconds": s}``: the run's own clock at its last record (``hist["time"]``), which adds up
+    the segments of every sitting, where ``seconds`` covers only the last one; else ``default``."""
+    if "time" in hist and len(hist["time"]):
+        return {"run_seconds": float(np.asarray(hist["time"])[-1])}
+    return {} if default is None else {"run_seconds": float(default)}
+
+
 class Drive(NamedTuple):
     """How a final run is driven: ``driver`` (its name in the stored key) and its horizon."""
 
@@ -290,7 +298,8 @@ class Pipeline:
         key = json.loads(json.dumps(jsonable(key)))
         stored = self.read_back(method, s, where, key)
         if stored is not None:  # runs stored before the stability check get it here
-            return with_train_loss(stored[0], problem), {**stability(stored[0], seeds), **stored[1]}
+            return with_train_loss(stored[0], problem), {**stability(stored[0], seeds), **run_seconds(stored[0]),
+                                                          **stored[1]}
         t0 = time.perf_counter()
 
         def drive_it(rule, runs):  # long runs by expected local steps in stored segments (resumable)
@@ -321,7 +330,7 @@ class Pipeline:
             "params": params, "algorithm": alg.config(), "runs_computed": 1 if once else len(seeds),
             "metric": hist["metric"][-1].tolist(), "objective": loss_full.tolist(),
             "train_loss_sum": data_sum.tolist(), "communications": hist["communications"][-1].tolist(),
-            "bits_up": hist["bits_up"][-1].tolist(), **stability(hist, seeds),
+            "bits_up": hist["bits_up"][-1].tolist(), **stability(hist, seeds), **run_seconds(hist, seconds),
             **({"resumed_at": res.config["resumed_at"]} if res.config.get("resumed_at") else {}),
         }
         where.mkdir(parents=True, exist_ok=True)

@@ -264,6 +264,15 @@ def _read_back_note(run_info) -> str:
             "seconds it took)")
 
 
+def _final_run_seconds(run_info) -> list:
+    """The final runs' own seconds, summed over cells and sittings (a line, where there are any)."""
+    total = run_info.get("final_run_seconds", {}).get("total")
+    if not total:
+        return []
+    return [f"Final runs: {total:,.0f} s of process time (each run's own clock, summed over the cells and "
+            f"the sittings of resumed runs; run.json has each cell's; the searches are not included).  "]
+
+
 def write_readme(pipe, result, run_info) -> None:
     """``README.md``: the tables, figures, diagnostics and Appendix D in one page."""
     b = pipe.budget
@@ -271,6 +280,7 @@ def write_readme(pipe, result, run_info) -> None:
              f"Command: `{run_info['command']}`  ",
              f"Wall time: {run_info['timings']['total']:.0f} s on {run_info['machine']['processor']} "
              f"({run_info['machine']['cpu_count']} CPUs){_read_back_note(run_info)}.  ",
+             *_final_run_seconds(run_info),
              f"alpha = {run_info['alpha']['alpha']:g} ({run_info['alpha']['how']}).\n"]
     for name, md in result.get("tables", {}).items():
         parts.append(md.replace("# ", "## ", 1) + "\n")
