@@ -7,7 +7,8 @@ client the runs are the slowest axis. The former code multiplied the Gram blocks
 more than d/2 rows, ``G_i`` of d x d) by that strided view; the library multiplies them by a
 C-contiguous copy of the Gram clients' part (``_gram_operand``). The row clients' GEMMs are
 unchanged (a full contiguous copy cost more than it saved at R = 2-4 and 32). The last column
-compares the gradients of the two (on this machine, NumPy 2.4 with OpenBLAS, they agree bit for bit).
+compares the gradients of the two (equal to rounding; on this machine, NumPy 2.4 with OpenBLAS,
+bit for bit on BlogFeedback in float64, though not in float32 at 5 and 8 runs).
 
 Timed in one process, alternating, best of ``--repeat``:
 

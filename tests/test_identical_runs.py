@@ -100,6 +100,9 @@ def test_final_runs_of_a_deterministic_rule_equal_the_full_batch(problem, tmp_pa
     assert summ["metric"] == pytest.approx(full.history["metric"][-1].tolist(), rel=1e-10)
     steps_one = (summ["iterations"][0] if isinstance(summ["iterations"], list) else summ["iterations"])
     assert run_steps(summ) == (steps_one if once else sum(summ["iterations"]))
+    # a run resumed in this sitting computed only the steps after its stored segments
+    resumed = {**summ, "resumed_at": 4}
+    assert run_steps(resumed) == (steps_one - 4 if once else sum(i - 4 for i in summ["iterations"]))
     config = (tmp_path / "cell" / "config.json").read_text()
     assert ('"runs_computed": 1' in config) == once
     # stored under the same key as the full batch: read back, not recomputed

@@ -170,6 +170,12 @@ def test_a_reproductions_final_run_in_segments_equals_one_call(problem, tmp_path
     pipe = pipeline.Pipeline("blogfeedback", tmp_path / "segments", b, (method,), 0, False, lambda *_: None)
     _, back = pipe.final_run(method, 0.8, params, problem, where, 30)
     assert back["read_back"] and back["run_seconds"] == float(h2["time"][-1])
+    # the entries --jobs compares to order the cells are the stored key's: a stored run needs nothing,
+    # the same run under other hyperparameters all of its steps
+    T = pipeline.expected_steps(params, 30, b)
+    assert segments.remaining_iterations(where, T, pipeline.stored_match(params, 30)) == 0
+    assert segments.remaining_iterations(where, T, pipeline.stored_match({**params, "gamma": g / 2}, 30)) == T
+    assert segments.remaining_iterations(where, T, pipeline.stored_match(params, 31)) == T
 
 
 def test_remaining_iterations_orders_cells_by_the_work_left(tmp_path):
@@ -178,6 +184,7 @@ def test_remaining_iterations_orders_cells_by_the_work_left(tmp_path):
     key = {"params": {"gamma": 0.5, "p": 0.1}, "communications": 100}
     stored.mkdir()
     (stored / "summary.json").write_text(json.dumps({"key": key}))
+    np.savez_compressed(stored / "history.npz", iteration=np.arange(3))
     (partial / "partial").mkdir(parents=True)
     (partial / "partial" / "progress.json").write_text(json.dumps({"key": key, "t": 400}))
     (damaged / "partial").mkdir(parents=True)
@@ -196,3 +203,18 @@ def test_remaining_iterations_orders_cells_by_the_work_left(tmp_path):
     assert [segments.remaining_iterations(stored, 1000, other), segments.remaining_iterations(partial, 1000, other)] \
         == [1000, 1000]
     assert segments.remaining_iterations(damaged, 1000, same) == 1000
+    # what read_back would recompute counts as not stored: a summary without its history, one that
+    # is not an object, a JSON nested past Python's recursion limit
+    for name, text in (("lone", json.dumps({"key": key})), ("list", "[]"), ("deep", "[" * 200_000)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(text)
+        if name != "lone":
+            np.savez_compressed(tmp_path / name / "history.npz", iteration=np.arange(3))
+        assert segments.remaining_iterations(tmp_path / name, 1000) == 1000, name
+        assert segments.remaining_iterations(tmp_path / name, 1000, same) == 1000, name
+
+
+def test_time_left_words_for_odd_paces():
+    assert segments.time_left(0, float("inf"), 10) == "time left unknown"
+    assert segments.time_left(5, -1.0, 10) == "about 0 s left"
+    assert segments.time_left(10, 10.0, 0) == "about 0 s left"

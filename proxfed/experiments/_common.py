@@ -42,11 +42,13 @@ def machine() -> dict:
 
 
 def run_steps(summary) -> int:
-    """Local steps computed for a final run: ``iterations`` per seed (or one count for all), over the
-    ``runs_computed`` runs (all seeds, or one where the seeds' runs are identical)."""
+    """Local steps computed for a final run in this sitting: ``iterations`` per seed (or one count for
+    all) less the ``resumed_at`` a resumed run started from, over the ``runs_computed`` runs (all
+    seeds, or one where the seeds' runs are identical)."""
     its, n = summary["iterations"], len(summary["seeds"])
     per_seed = [int(i) for i in its] if isinstance(its, list) else [int(its)] * n
-    return sum(per_seed[: summary.get("runs_computed", n)])
+    start = int(summary.get("resumed_at") or 0)
+    return sum(max(0, i - start) for i in per_seed[: summary.get("runs_computed", n)])
 
 
 def banner(budget, communications: int | None = None) -> str:

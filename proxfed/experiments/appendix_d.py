@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._stored import write_json_atomic as write_json
-from ._common import banner, run_steps, skey
+from ._common import banner, run_steps
 from .plots import have_matplotlib, plot_appendix_d
 from .published import METHOD_LABELS
 from .tables import markdown_table, mean_se
@@ -34,7 +34,7 @@ def run_appendix_d(pipe, tune_problem, final_problem, key) -> dict:
     for m in APPENDIX_D_METHODS:
         params = pipe.params_for(base[m], s, final_problem)
         # SPS and ASP at 90 % are the tables' final runs: read back from runs/ when they are there
-        d = pipe.out / "runs" / m / skey(s) if base[m] == m else where / m
+        d = pipe.run_dir(m, s) if base[m] == m else where / m
         hist, summ = pipe.final_run(m, s, params, final_problem, d, pipe.communications)
         if not summ.get("read_back"):
             pipe.run_steps["appendix_d"] += run_steps(summ)

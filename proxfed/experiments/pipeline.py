@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import time
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -87,11 +88,20 @@ def choose_drive(alg, problem, budget, params, communications, seeds, w0) -> Dri
             own = last_communications(alg, communications, seed=seeds, runs=len(seeds), cap=b.max_iterations)
             T = int(own.max())
         else:
-            T = horizon(params, communications)
-            if b.max_iterations is not None:
-                T = min(T, b.max_iterations)
+            T = expected_steps(params, communications, b)
         every = max(1, T // max(1, b.records))
     return Drive(driver, rounds, exact, own, T, every)
+
+
+def expected_steps(params, communications, budget) -> int:
+    """The expected local steps of ``communications`` under ``params``, capped by the budget's ``max_iterations``."""
+    T = horizon(params, communications)
+    return T if budget.max_iterations is None else min(T, budget.max_iterations)
+
+
+def stored_match(params, communications) -> dict:
+    """The entries of a final run's stored key that order the ``--jobs`` hand-out (:func:`remaining_iterations`)."""
+    return {"params": json.loads(json.dumps(jsonable(params))), "communications": communications}
 
 
 def run_drive(drive: Drive, alg, problem, communications, *, seeds, split, w0, progress):
@@ -277,6 +287,10 @@ class Pipeline:
         return entry["params"]
 
     # -- final runs ------------------------------------------------------------------------------
+    def run_dir(self, method, s) -> Path:
+        """The folder of ``method``'s final run at sparsity ``s`` (``None``: dense)."""
+        return self.out / "runs" / method / skey(s)
+
     def final_run(self, method, s, params, problem, where, communications, split="test"):
         """``method`` at sparsity ``s``: ``seeds`` seeds batched, stored in ``where`` (read back when its key matches)."""
         b = self.budget
@@ -291,11 +305,11 @@ class Pipeline:
         once = identical_runs(alg, problem, w0)  # compute one and repeat it for every seed
         if self.like is not None:  # the rounds too: closed-form local phases run on the device
             w0 = B.from_numpy(w0, like=self.like)
-        key = {"method": method, "sparsity": s, "k": k, "params": params, "iterations": drive.T, "seeds": seeds,
-               "every": drive.every, "split": split, "communications": communications, "budget": b.name,
+        key = {"method": method, "sparsity": s, "k": k, "iterations": drive.T, "seeds": seeds,
+               "every": drive.every, "split": split, "budget": b.name,
                **({"driver": drive.driver} if drive.driver != "run" else {}), **self._dtype_key(),
                "data": self.data_key}
-        key = json.loads(json.dumps(jsonable(key)))
+        key = {**json.loads(json.dumps(jsonable(key))), **stored_match(params, communications)}
         stored = self.read_back(method, s, where, key)
         if stored is not None:  # runs stored before the stability check get it here
             return with_train_loss(stored[0], problem), {**stability(stored[0], seeds), **run_seconds(stored[0]),
@@ -386,17 +400,16 @@ def tune_all(pipe: Pipeline, tune_problem, key, given: dict, tuned, jobs: int) -
 def final_runs(pipe: Pipeline, final_problem, jobs: int) -> None:
     """Every method at every sparsity with its tuned hyperparameters, into ``pipe.results``; writes ``tuned.json``."""
     t0 = time.perf_counter()
-    out, final_c = pipe.out, pipe.communications
+    final_c = pipe.communications
     cells = [(m, s) for m in pipe.methods for s in ([None] if m == "proxskip" else pipe.sparsities)]
     if jobs > 1 and len(cells) > 1:  # workers store the runs; the loop below reads them back
         pipe.say(f"final runs: {len(cells)} cells in {min(jobs, len(cells))} worker processes")
         params = {c: pipe.params_for(*c, final_problem) for c in cells}
         done = run_forked(
             [lambda c=c, params=params: pipe.counting("final", pipe.final_run, c[0], c[1], params[c], final_problem,
-                                       out / "runs" / c[0] / skey(c[1]), final_c) for c in cells],
-            [remaining_iterations(out / "runs" / c[0] / skey(c[1]), horizon(params[c], final_c),
-                                  {"params": json.loads(json.dumps(jsonable(params[c]))), "communications": final_c})
-             for c in cells],
+                                       pipe.run_dir(*c), final_c) for c in cells],
+            [remaining_iterations(pipe.run_dir(*c), expected_steps(params[c], final_c, pipe.budget),
+                                  stored_match(params[c], final_c)) for c in cells],
             jobs, init=lambda: pipe.in_worker(jobs), echo=pipe.say)
         pipe.run_steps["final"] += sum(done.values())
     for i, m in enumerate(pipe.methods, 1):
@@ -404,9 +417,9 @@ def final_runs(pipe: Pipeline, final_problem, jobs: int) -> None:
         pipe.results[m] = {}
         for s in ([None] if m == "proxskip" else pipe.sparsities):
             params = pipe.params_for(m, s, final_problem)
-            hist, summ = pipe.final_run(m, s, params, final_problem, out / "runs" / m / skey(s), final_c)
+            hist, summ = pipe.final_run(m, s, params, final_problem, pipe.run_dir(m, s), final_c)
             if not summ.get("read_back"):
                 pipe.run_steps["final"] += run_steps(summ)
             pipe.results[m][s] = {"history": hist, "summary": summ}
     pipe.timings["final_runs"] = time.perf_counter() - t0
-    write_json(out / "tuned.json", {m: {str(s): e for s, e in v.items()} for m, v in pipe.tuned.items()})
+    write_json(pipe.out / "tuned.json", {m: {str(s): e for s, e in v.items()} for m, v in pipe.tuned.items()})

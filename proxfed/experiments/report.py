@@ -258,7 +258,8 @@ def write_results(pipe) -> dict:
 
 def _read_back_note(run_info) -> str:
     """Where nothing was computed, the wall time is a read-back's: say so, and where the runs' own are."""
-    if sum(run_info.get("run_steps", {}).values()):
+    steps = run_info.get("run_steps")
+    if not steps or sum(steps.values()):  # an old run.json without the count says nothing
         return ""
     return ("; every search and run was read back from this folder (each run's summary.json keeps the "
             "seconds it took)")
@@ -269,7 +270,7 @@ def _final_run_seconds(run_info) -> list:
     total = run_info.get("final_run_seconds", {}).get("total")
     if not total:
         return []
-    return [f"Final runs: {total:,.0f} s of process time (each run's own clock, summed over the cells and "
+    return [f"Final runs: {total:,.0f} s (each run's own wall clock, summed over the cells and "
             f"the sittings of resumed runs; run.json has each cell's; the searches are not included).  "]
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -52,8 +53,13 @@ def time_left(done: int, seconds: float, left: int) -> str:
     ('about 60 s left', 'about 1.7 h left', 'about 7 d left')
     >>> time_left(1, 99.7, 1), time_left(1, 5990.0, 1), time_left(1, 47.99 * 3600, 1)
     ('about 2 min left', 'about 1.7 h left', 'about 2 d left')
+    >>> time_left(0, float("nan"), 5), time_left(10, -3.0, 5)
+    ('time left unknown', 'about 0 s left')
     """
     s = seconds / max(done, 1) * left
+    if not math.isfinite(s):
+        return "time left unknown"
+    s = max(0.0, s)
     if round(s) < 100:
         return f"about {s:.0f} s left"
     if round(s / 60) < 100:
@@ -69,21 +75,24 @@ def remaining_iterations(where, iterations: int, match: dict | None = None) -> i
     0 where its ``summary.json`` is stored, ``iterations`` less the stored segments' where
     ``partial/`` holds some, else ``iterations``. ``match`` holds entries of the run's key (e.g.
     its ``params``): a stored run or segment whose key differs in one of them is recomputed, so it
-    counts as not stored. An estimate that never raises: an unreadable file counts as absent.
+    counts as not stored. An estimate that never raises: an unreadable file counts as absent, and a
+    ``summary.json`` without its ``history.npz`` as not stored.
     """
     where = Path(where)
 
     def stored(path):
         try:
             info = json.loads(path.read_text())
+            if not isinstance(info, dict):
+                return None
             key = info["key"] if match else None
             if match and any(key.get(name) != value for name, value in match.items()):
                 return None
             return info
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return None
 
-    if stored(where / "summary.json") is not None:
+    if stored(where / "summary.json") is not None and (where / "history.npz").is_file():
         return 0
     progress = stored(where / "partial" / "progress.json")
     try:
@@ -163,8 +172,10 @@ def run_in_segments(alg, problem, iterations: int, *, seeds, split, every: int, 
     resumed_at = 0 if resumed is None else int(state.t)
     if resumed is not None:
         say(f"    resuming at iteration {resumed_at} of {iterations} from {partial}")
-    else:
+    elif length < iterations:
         say(f"    {iterations} iterations in segments of {length}, kept in {partial} until done")
+    else:
+        say(f"    {iterations} iterations in one segment (nothing to keep before it ends)")
     segments, started = 0, time.perf_counter()
     while state is None or int(state.t) < iterations:
         t = 0 if state is None else int(state.t)

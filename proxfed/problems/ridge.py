@@ -78,7 +78,8 @@ def _gram_operand(Wg):
 
     The runs-last view of the iterates is strided (the runs are its slowest axis within a client),
     and NumPy's batched matmul of (d, d) by such (d, R) items runs about 2x slower than on a
-    contiguous copy with 5 or 8 runs, copy included (``benchmarks/bench_ridge_layout.py``).
+    contiguous copy with 5 or 8 runs, copy included (``benchmarks/bench_ridge_layout.py``). The
+    products are equal to rounding, not always bit for bit: the kernel may sum in another order.
     """
     return np.ascontiguousarray(Wg)
 
