@@ -24,6 +24,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -36,20 +37,10 @@ import proxfed
 from proxfed import algorithms as A
 from proxfed.data import FederatedDataset, load_blogfeedback
 from proxfed.problems import Ridge, SoftmaxRegression
+import _timing
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def best_of(fn, repeat=7, warmup=1):
-    """Minimum wall time (seconds) of ``fn()`` over ``repeat`` calls after ``warmup``."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+best_of = functools.partial(_timing.best_of, warmup=1)  # one untimed call first
 
 
 def read_bandwidth():

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,6 +39,7 @@ import proxfed._backend as backend
 from proxfed.algorithms.registry import get_method, lam_max
 from proxfed.data import load_blogfeedback
 from proxfed.problems import Ridge
+from _timing import best_of
 
 R, K = 8, 28
 METHODS = ("fediht", "sparse_proxskip_local", "sparse_proxskip")  # TopK rules
@@ -84,15 +84,6 @@ def kernels(kind: str):
         yield
     finally:
         backend._kth_largest, backend.soft_threshold = current_kth, current_soft
-
-
-def best_of(f, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def method(name: str, problem):

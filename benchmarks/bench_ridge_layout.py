@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,6 +39,7 @@ import proxfed.problems.ridge as ridge
 from proxfed.algorithms.registry import get_method, lam_max
 from proxfed.data import load_blogfeedback
 from proxfed.problems import Ridge
+from _timing import best_of
 
 K = 28  # 90% sparsity on BlogFeedback
 
@@ -53,15 +53,6 @@ def layout(kind: str):
         yield
     finally:
         ridge._gram_operand = current
-
-
-def best_of(f, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def alternate(f, repeat: int, rounds: int = 3) -> dict:
