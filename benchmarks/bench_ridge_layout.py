@@ -105,11 +105,7 @@ def main(argv=None) -> int:
         want = np.matmul(G, Wp[:ng])
         got = np.matmul(G, ridge._gram_operand(Wp[:ng]))
         err = float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
-        t = {"strided": np.inf, "contiguous": np.inf}
-        for _ in range(3):
-            t["strided"] = min(t["strided"], best_of(lambda: np.matmul(G, Wp[:ng]), args.repeat))
-            t["contiguous"] = min(t["contiguous"], best_of(lambda: np.matmul(G, ridge._gram_operand(Wp[:ng])),
-                                                          args.repeat))
+        t = alternate(lambda: np.matmul(G, ridge._gram_operand(Wp[:ng])), args.repeat)  # looked up per call
         rows.append({"workload": f"Gram GEMM alone ({ng} clients), {runs} runs", "strided_s": t["strided"],
                      "contiguous_s": t["contiguous"], "speedup": t["strided"] / t["contiguous"], "max_rel_diff": err})
     for name in ("sparse_proxskip_local", "randprox_l1"):
